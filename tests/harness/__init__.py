@@ -1,0 +1,1 @@
+"""Start and stop the real components the tests use (Envoy, Link, upstreams, brokers…)."""
