@@ -1,0 +1,309 @@
+"""The in-memory tool registry shared by Link and the MCP server.
+
+Sources (a Kubernetes watch, a directory of manifests) feed it manifests; it
+keeps the last good version of every resource, records why a bad one was
+refused, and tells listeners when the set of tools changed. Reads are cheap:
+per-tenant views are built once per registry version.
+
+Mutations take a lock so a source may run in a worker thread; listeners are
+called outside the lock, possibly from that thread (a listener that touches an
+event loop must hop onto it with ``call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from link.registry.model import RefusedManifest, ResourceError, Tool, ToolSet, parse_tool, parse_toolset
+
+__all__ = ["KINDS", "ResourceKey", "ToolRegistry", "ToolSetStatus"]
+
+_log = logging.getLogger("stoa.link.registry")
+
+KINDS = ("Tool", "ToolSet")
+# (kind, namespace, name)
+ResourceKey = tuple[str, str, str]
+Listener = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSetStatus:
+    """What federation last learnt about a ToolSet's upstream (its CRD status)."""
+
+    connected: bool = False
+    tool_count: int = 0
+    discovered_tools: tuple[str, ...] = ()
+    last_sync: float | None = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class _View:
+    """Per-tenant read model, rebuilt lazily after each change."""
+
+    ordered: list[Tool] = field(default_factory=list)
+    by_name: dict[str, Tool] = field(default_factory=dict)
+
+
+def _identity(manifest: Any) -> tuple[str, str, str]:
+    """Best-effort (kind, namespace, name) of a manifest, for keying errors of bad ones."""
+    if not isinstance(manifest, Mapping):
+        return ("", "", "")
+    meta = manifest.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    return (str(manifest.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _same(a: Tool | ToolSet, b: Tool | ToolSet) -> bool:
+    """Equal apart from resourceVersion (a status write alone must not look like a change)."""
+    return dataclasses.replace(a, resource_version=b.resource_version) == b
+
+
+class ToolRegistry:
+    """Tools and ToolSets by tenant (= namespace)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._tools: dict[tuple[str, str], Tool] = {}
+        self._toolsets: dict[tuple[str, str], ToolSet] = {}
+        # ToolSet key -> tools discovered on its upstream (already renamed).
+        self._federated: dict[tuple[str, str], tuple[Tool, ...]] = {}
+        self._toolset_status: dict[tuple[str, str], ToolSetStatus] = {}
+        self._errors: dict[ResourceKey, ResourceError] = {}
+        self._listeners: list[Listener] = []
+        self._views: dict[str, _View] = {}
+        self._loaded_kinds: set[str] = set()
+        self._ready = False
+        self._version = 0
+
+    # -- reads ----------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Bumps on every change of the tools or tool sets."""
+        return self._version
+
+    @property
+    def ready(self) -> bool:
+        """True once a first full load is done (both kinds re-listed, or :meth:`mark_ready`)."""
+        return self._ready
+
+    def tools(self, tenant: str) -> list[Tool]:
+        """The tenant's tools (resources, then federated ones), sorted by name."""
+        return list(self._view(tenant).ordered)
+
+    def tool(self, tenant: str, name: str) -> Tool | None:
+        return self._view(tenant).by_name.get(name)
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            names = {t for t, _ in self._tools} | {t for t, _ in self._federated}
+        return sorted(names)
+
+    def toolsets(self, tenant: str | None = None) -> list[ToolSet]:
+        with self._lock:
+            sets = list(self._toolsets.values())
+        return sorted((s for s in sets if tenant is None or s.tenant == tenant), key=lambda s: s.key)
+
+    def toolset(self, tenant: str, name: str) -> ToolSet | None:
+        return self._toolsets.get((tenant, name))
+
+    def toolset_status(self, tenant: str, name: str) -> ToolSetStatus:
+        return self._toolset_status.get((tenant, name), ToolSetStatus())
+
+    def errors(self) -> dict[ResourceKey, ResourceError]:
+        """Why each refused resource was refused, keyed by (kind, namespace, name)."""
+        with self._lock:
+            return dict(self._errors)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "tools": len(self._tools),
+                "federated_tools": sum(len(v) for v in self._federated.values()),
+                "toolsets": len(self._toolsets),
+                "errors": len(self._errors),
+            }
+
+    # -- writes from sources --------------------------------------------------
+    def apply(self, manifest: Mapping[str, Any]) -> ResourceError | None:
+        """Add or replace one resource; an invalid one is refused and the previous good one kept."""
+        kind, namespace, name = _identity(manifest)
+        try:
+            resource = self._parse(kind, manifest)
+        except ResourceError as err:
+            with self._lock:
+                self._errors[(kind, namespace, name)] = err
+            _log.warning("refused %s %s/%s: %s", kind or "resource", namespace, name, err)
+            return err
+        with self._lock:
+            self._errors.pop((kind, resource.tenant, resource.name), None)
+            changed = self._put(resource)
+        if changed:
+            self._changed()
+        return None
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Remove one resource (unknown ones are ignored)."""
+        with self._lock:
+            self._errors.pop((kind, namespace, name), None)
+            changed = self._remove(kind, (namespace, name))
+        if changed:
+            self._changed()
+
+    def replace_all(
+        self, kind: str, manifests: Iterable[Mapping[str, Any]], namespaces: set[str] | None = None
+    ) -> dict[tuple[str, str], ResourceError]:
+        """A full re-list of one kind: resources absent from ``manifests`` are removed.
+
+        ``namespaces`` limits the re-list to those namespaces (None = all). A
+        listed but invalid resource keeps its previous good version. Returns the
+        errors by (namespace, name).
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        parsed: list[Tool | ToolSet] = []
+        errors: dict[tuple[str, str], ResourceError] = {}
+        listed: set[tuple[str, str]] = set()
+        for manifest in manifests:
+            _, namespace, name = _identity(manifest)
+            listed.add((namespace, name))
+            try:
+                parsed.append(self._parse(kind, manifest))
+            except ResourceError as err:
+                errors[(namespace, name)] = err
+        with self._lock:
+            store: Mapping[tuple[str, str], Tool | ToolSet]
+            store = self._tools if kind == "Tool" else self._toolsets
+            in_scope = [k for k in store if namespaces is None or k[0] in namespaces]
+            changed = False
+            for key in in_scope:
+                if key not in listed:
+                    changed = self._remove(kind, key) or changed
+            for resource in parsed:
+                changed = self._put(resource) or changed
+            stale = [k for k in self._errors if k[0] == kind and (namespaces is None or k[1] in namespaces)]
+            for rkey in stale:
+                del self._errors[rkey]
+            for (namespace, name), error in errors.items():
+                self._errors[(kind, namespace, name)] = error
+            self._loaded_kinds.add(kind)
+            if not self._ready and self._loaded_kinds.issuperset(KINDS):
+                self._ready = True
+        for (namespace, name), error in errors.items():
+            _log.warning("refused %s %s/%s: %s", kind, namespace, name, error)
+        if changed:
+            self._changed()
+        return errors
+
+    def mark_ready(self) -> None:
+        """Declare the first load done (a source that has nothing to list)."""
+        self._ready = True
+
+    # -- writes from federation -----------------------------------------------
+    def set_federated(self, tenant: str, toolset: str, tools: Iterable[Tool], status: ToolSetStatus) -> None:
+        """Replace the tools discovered for a ToolSet (empty when its upstream is gone)."""
+        key = (tenant, toolset)
+        new = tuple(sorted(tools, key=lambda t: t.name))
+        with self._lock:
+            if key not in self._toolsets:
+                return  # deleted while discovery ran
+            self._toolset_status[key] = status
+            changed = self._federated.get(key, ()) != new
+            if new:
+                self._federated[key] = new
+            else:
+                self._federated.pop(key, None)
+            if changed:
+                self._views.pop(tenant, None)
+                self._version += 1
+        if changed:
+            self._notify()
+
+    # -- change listeners -----------------------------------------------------
+    def subscribe(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback()`` after every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    # -- internals ------------------------------------------------------------
+    @staticmethod
+    def _parse(kind: str, manifest: Mapping[str, Any]) -> Tool | ToolSet:
+        if isinstance(manifest, RefusedManifest):
+            raise manifest.error
+        if kind == "Tool":
+            return parse_tool(manifest)
+        if kind == "ToolSet":
+            return parse_toolset(manifest)
+        raise ResourceError("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+
+    def _put(self, resource: Tool | ToolSet) -> bool:
+        """Store a resource (lock held); True when it changed anything visible."""
+        store: dict[tuple[str, str], Any] = self._tools if isinstance(resource, Tool) else self._toolsets
+        old = store.get(resource.key)
+        store[resource.key] = resource
+        if old is not None and _same(old, resource):
+            return False
+        if isinstance(resource, ToolSet) and old is not None:
+            # Selection or prefix changed: discovered tools are renamed on the next sync.
+            self._federated.pop(resource.key, None)
+        self._views.pop(resource.tenant, None)
+        self._version += 1
+        return True
+
+    def _remove(self, kind: str, key: tuple[str, str]) -> bool:
+        if kind == "Tool":
+            if self._tools.pop(key, None) is None:
+                return False
+        else:
+            if self._toolsets.pop(key, None) is None:
+                return False
+            self._federated.pop(key, None)
+            self._toolset_status.pop(key, None)
+        self._views.pop(key[0], None)
+        self._version += 1
+        return True
+
+    def _view(self, tenant: str) -> _View:
+        view = self._views.get(tenant)
+        if view is not None:
+            return view
+        with self._lock:
+            by_name = {t.name: t for (ten, _), t in self._tools.items() if ten == tenant}
+            for (ten, set_name), discovered in sorted(self._federated.items()):
+                if ten != tenant:
+                    continue
+                for tool in discovered:
+                    # A Tool resource wins over a federated tool of the same name.
+                    if tool.name in by_name:
+                        self._errors[("ToolSet", tenant, set_name)] = ResourceError(
+                            "spec.tools", f"tool {tool.name!r} clashes with a Tool of the tenant; hidden"
+                        )
+                        continue
+                    by_name[tool.name] = tool
+            view = _View(ordered=sorted(by_name.values(), key=lambda t: t.name), by_name=by_name)
+            self._views[tenant] = view
+        return view
+
+    def _changed(self) -> None:
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for cb in listeners:
+            try:
+                cb()
+            except Exception:
+                _log.exception("registry listener failed")
