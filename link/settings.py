@@ -15,6 +15,7 @@ and the reason; the CLI turns it into exit code 2.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -167,12 +168,31 @@ class PolicySettings(_Section):
     remote_timeout_ms: int = Field(default=100, ge=1, le=10_000)
     failure_mode: Literal["closed", "open"] = "closed"
     decision_log: str | None = None  # a file path, or "stdout"
+    # Header, query and body keys whose values the decision log never shows.
+    decision_log_redact: list[str] = Field(
+        default_factory=lambda: ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+                                 "x-auth-token", "password", "secret", "token", "access_token", "refresh_token",
+                                 "client_secret", "api_key", "apikey"]
+    )
     dry_run: bool = False
+    # Decisions of deterministic policies are cached by the input they read; 0 turns the cache off.
+    cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+
+    @field_validator("query")
+    @classmethod
+    def _query_is_a_data_path(cls, v: str) -> str:
+        import re  # local: only this validator needs it
+
+        if not re.fullmatch(r"data(\.[A-Za-z_][A-Za-z0-9_]*)+", v):
+            raise ValueError(f"expected a rule path such as data.envoy.authz.allow, got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _remote_needs_url(self) -> PolicySettings:
         if self.enabled and self.engine == "remote" and not self.remote_url:
-            raise ValueError("engine 'remote' needs policy.remote_url")
+            raise ValueError("remote_url: engine 'remote' needs a URL")
+        if self.remote_url and not self.remote_url.startswith(("http://", "https://")):
+            raise ValueError(f"remote_url must start with http:// or https://, got {self.remote_url!r}")
         return self
 
 
@@ -186,28 +206,39 @@ class RateLimitSettings(_Section):
     consumer_default: str | None = None
     burst_factor: float = Field(default=1.0, ge=1.0, le=100.0)
     tenants: dict[str, str] = Field(default_factory=dict)  # tenant -> rate
+    consumers: dict[str, str] = Field(default_factory=dict)  # consumer -> rate (overrides consumer_default)
+    # After a Redis failure, skip Redis (failure mode applies) and probe it in the background this often.
+    redis_retry_s: float = Field(default=1.0, gt=0, le=60)
+    redis_key_prefix: str = "stoa:rl:"
+    # In-process buckets kept at most; full (idle) buckets are dropped first.
+    local_max_buckets: int = Field(default=100_000, ge=100)
 
     _check_rates = field_validator("tenant_default", "consumer_default")(lambda cls, v: _rate(v))
 
-    @field_validator("tenants")
+    @field_validator("tenants", "consumers")
     @classmethod
     def _check_tenant_rates(cls, v: dict[str, str]) -> dict[str, str]:
-        for rate in v.values():
-            _rate(rate)
+        for name, rate in v.items():
+            try:
+                _rate(rate)
+            except ValueError as exc:
+                raise ValueError(f"{name!r}: {exc}") from None
         return v
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> RateLimitSettings:
         if self.enabled and self.backend == "redis" and not self.redis_url:
-            raise ValueError("backend 'redis' needs ratelimit.redis_url")
+            raise ValueError("redis_url: backend 'redis' needs a Redis URL")
         return self
 
 
 class ContractSettings(_Section):
     enabled: bool = True
-    paths: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)  # UAC files (YAML/JSON) or directories of them
     mode: Literal["enforce", "observe"] = "enforce"
     max_body_bytes: int = Field(default=1_048_576, ge=0)
+    # Requests on a route bound to a contract that match none of its endpoints: refused (404/405) or passed.
+    reject_unknown_paths: bool = True
 
 
 class MeteringSettings(_Section):
@@ -237,9 +268,9 @@ class MeteringSettings(_Section):
         if self.security_protocol.startswith("SASL") and not (
             self.sasl_mechanism and self.sasl_username and self.sasl_password
         ):
-            raise ValueError("SASL needs sasl_mechanism, sasl_username and sasl_password")
+            raise ValueError("sasl_mechanism: SASL needs sasl_mechanism, sasl_username and sasl_password")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ValueError("ssl_certfile and ssl_keyfile go together")
+            raise ValueError("ssl_keyfile: ssl_certfile and ssl_keyfile go together")
         return self
 
 
@@ -277,7 +308,7 @@ class TracingSettings(_Section):
     @model_validator(mode="after")
     def _needs_endpoint(self) -> TracingSettings:
         if self.enabled and not (self.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
-            raise ValueError("tracing needs tracing.otlp_endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)")
+            raise ValueError("otlp_endpoint: tracing needs an OTLP endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)")
         return self
 
 
@@ -290,6 +321,17 @@ class ControlPlaneSettings(_Section):
     timeout_s: float = Field(default=5.0, gt=0)
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
+    # The server sets the heartbeat interval; this floor guards against a zero or tiny value.
+    heartbeat_interval_min_s: float = Field(default=1.0, gt=0)
+    ca_file: str | None = None  # CA bundle for a control plane behind a private CA
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> ControlPlaneSettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        return self
 
 
 class RegistrySettings(_Section):
@@ -302,7 +344,7 @@ class RegistrySettings(_Section):
     @model_validator(mode="after")
     def _files_need_path(self) -> RegistrySettings:
         if self.source == "files" and self.path is not None and not self.path:
-            raise ValueError("registry.path is empty")
+            raise ValueError("path: is empty")
         return self
 
 
@@ -361,9 +403,9 @@ class Settings(_Section):
         if dup:
             raise ValueError(f"routes: duplicate route names {sorted(dup)}")
         if self.mode in ("proxy", "shadow"):
-            raise ValueError(f"mode {self.mode!r} is not served by STOA Link (use 'sidecar' or 'edge-mcp')")
+            raise ValueError(f"mode: {self.mode!r} is not served by STOA Link (use 'sidecar' or 'edge-mcp')")
         if self.mode == "edge-mcp" and not self.mcp.enabled:
-            raise ValueError("mode 'edge-mcp' runs the MCP server alone; mcp.enabled must be true")
+            raise ValueError("mcp.enabled: mode 'edge-mcp' runs the MCP server alone; it must be true")
         return self
 
 
@@ -382,6 +424,7 @@ PLATFORM_ENV: dict[str, str] = {
     "POD_NAME": "controlplane.instance_name",
 }
 ENV_PREFIX = "STOA_"
+_KEYLIKE = re.compile(r"[a-z_]+(\.[a-z_]+)?")
 
 _SECTIONS: dict[str, type[_Section]] = {
     name: f.annotation  # type: ignore[misc]
@@ -479,15 +522,20 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def _format_error(exc: ValidationError) -> ConfigError:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown setting"
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if not loc:
-        loc = "settings"
-    return ConfigError(loc, msg)
+        # Cross-field checks name their key as "key: reason".
+        head, sep, rest = msg.partition(": ")
+        if sep and _KEYLIKE.fullmatch(head):
+            loc = f"{loc}.{head}" if loc else head
+            msg = rest
+    if "input" in err and err["type"] not in ("extra_forbidden", "missing", "value_error"):
+        msg = f"{msg} (got {err['input']!r})"
+    return ConfigError(loc or "settings", msg)
 
 
 def load_settings(

@@ -88,6 +88,13 @@ class Pipeline:
                 return p
         return None
 
+    @property
+    def response_builder(self) -> ResponseBuilder:
+        return self._response
+
+    def resolve_route(self, request: Request) -> RouteMatch | None:
+        return self._resolver.resolve(request)
+
     def readiness(self) -> dict[str, tuple[bool, str]]:
         return {p.name: p.readiness() for p in self._phases if isinstance(p, ReadinessAware)}
 

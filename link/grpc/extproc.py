@@ -1,0 +1,303 @@
+"""ext_proc adapter: one bidirectional stream per HTTP request.
+
+Envoy sends only the phases the route asked for (``processing_mode``); every
+message gets exactly one answer, except in observability mode where Envoy
+expects none. Used where bodies matter: contract validation of request bodies
+and error snapshots of responses. When ext_authz already decided (its dynamic
+metadata is forwarded in ``metadata_context``) the decision is not taken again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import json_format, struct_pb2
+
+from link import metrics
+from link.events import Exchange, ExchangeSink, HttpMessage
+from link.grpc.authz import METADATA_NAMESPACE, metadata_struct
+from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext
+from link.pipeline import Pipeline
+
+_log = logging.getLogger("stoa.link.grpc.extproc")
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _headers(msg: ep.HttpHeaders) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for h in msg.headers.headers:
+        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        key = h.key.lower()
+        out[key] = f"{out[key]},{value}" if key in out else value
+    return out
+
+
+def _set(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
+    )
+
+
+def _request_from_headers(headers: dict[str, str]) -> Request:
+    full = headers.get(":path", "/")
+    path, _, query = full.partition("?")
+    return Request(
+        method=headers.get(":method", "GET"),
+        path=path or "/",
+        query=query,
+        headers={k: v for k, v in headers.items() if not k.startswith(":")},
+        host=headers.get(":authority", ""),
+        scheme=headers.get(":scheme", "http"),
+        request_id=headers.get("x-request-id", ""),
+    )
+
+
+def _immediate(decision: Decision) -> ep.ProcessingResponse:
+    headers = [_set(k, v) for k, v in decision.response_headers.items()]
+    if decision.body is not None:
+        headers.append(_set("content-type", decision.content_type))
+    return ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=decision.http_status),  # type: ignore[arg-type]
+            headers=ep.HeaderMutation(set_headers=headers),
+            body=decision.body or b"",
+            details=decision.reason,
+        )
+    )
+
+
+@dataclass(slots=True)
+class _Stream:
+    """What one stream learned about its request so far."""
+
+    ctx: RequestContext | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    started_ns: int = field(default_factory=time.perf_counter_ns)
+    request: HttpMessage = field(default_factory=HttpMessage)
+    response: HttpMessage = field(default_factory=HttpMessage)
+    status: int = 0
+    upstream_ns: int = 0
+    capture: bool = False
+    done: bool = False
+
+
+class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
+    """``envoy.service.ext_proc.v3.ExternalProcessor``."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        exchange_sink: Callable[[], ExchangeSink | None],
+        body_cap: int = 4096,
+    ) -> None:
+        self._pipeline = pipeline
+        self._sink = exchange_sink
+        self._cap = body_cap
+
+    async def Process(  # noqa: N802 (gRPC method name)
+        self,
+        request_iterator: AsyncIterator[ep.ProcessingRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        state = _Stream()
+        result = "ok"
+        try:
+            async for msg in request_iterator:
+                try:
+                    response = await self._handle(msg, state)
+                except Exception:
+                    # One bad message must not take the stream down: answer "continue" and go on.
+                    _log.exception("ext_proc message failed")
+                    result = "error"
+                    response = self._continue(msg)
+                if msg.observability_mode:
+                    continue
+                if response is not None:
+                    yield response
+                if state.done:
+                    break
+        finally:
+            self._finish(state)
+            metrics.EXT_PROC_STREAMS.labels(result).inc()
+
+    # -- phases ------------------------------------------------------------
+    async def _handle(self, msg: ep.ProcessingRequest, state: _Stream) -> ep.ProcessingResponse | None:
+        kind = msg.WhichOneof("request")
+        if kind == "request_headers":
+            return await self._request_headers(msg, state)
+        if kind == "request_body":
+            return await self._request_body(msg.request_body, state)
+        if kind == "response_headers":
+            return self._response_headers(msg.response_headers, state)
+        if kind == "response_body":
+            self._append(state.response, msg.response_body.body)
+            return ep.ProcessingResponse(response_body=ep.BodyResponse())
+        if kind == "request_trailers":
+            return ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
+        if kind == "response_trailers":
+            return ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+        _log.warning("ext_proc: unknown message kind %r ignored", kind)
+        return None
+
+    def _continue(self, msg: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
+        kind = msg.WhichOneof("request")
+        if kind in ("request_headers", "response_headers"):
+            return ep.ProcessingResponse(**{kind: ep.HeadersResponse()})
+        if kind in ("request_body", "response_body"):
+            return ep.ProcessingResponse(**{kind: ep.BodyResponse()})
+        if kind in ("request_trailers", "response_trailers"):
+            return ep.ProcessingResponse(**{kind: ep.TrailersResponse()})
+        return None
+
+    async def _request_headers(self, msg: ep.ProcessingRequest, state: _Stream) -> ep.ProcessingResponse:
+        headers = _headers(msg.request_headers)
+        req = _request_from_headers(headers)
+        state.request.headers = dict(req.headers)
+        decided = msg.metadata_context.filter_metadata.get(METADATA_NAMESPACE)
+        mutation = ep.HeaderMutation()
+        emitted: struct_pb2.Struct | None = None
+        if decided is not None and decided.fields:
+            # ext_authz already decided; keep what it learned for the body and the snapshot.
+            state.meta = json_format.MessageToDict(decided)
+            req.request_id = req.request_id or str(state.meta.get("request_id", ""))
+            req.ensure_request_id()
+            ctx = RequestContext(request=req, route=self._pipeline.resolve_route(req))
+            ctx.principal = Principal(
+                kind=CredentialKind(state.meta.get("credential", "anonymous")),
+                subject=str(state.meta.get("subject", "")),
+                consumer=str(state.meta.get("consumer", "")),
+                tenant=str(state.meta.get("tenant", "")),
+            )
+            ctx.decision_id = str(state.meta.get("decision_id", ""))
+            state.ctx = ctx
+        else:
+            ctx = RequestContext(request=req)
+            ctx.metadata["entry"] = "ext_proc"
+            result = await self._pipeline.run(req, ctx)
+            state.ctx = result.ctx
+            decision = result.decision
+            state.meta = dict(decision.metadata)
+            if not decision.allowed:
+                state.status = decision.http_status
+                state.response.body = (decision.body or b"")[: self._cap]
+                state.done = True
+                response = _immediate(decision)
+                response.dynamic_metadata.CopyFrom(_decision_metadata(state.meta))
+                return response
+            mutation = ep.HeaderMutation(
+                set_headers=[_set(k, v) for k, v in decision.upstream_headers.items()],
+                remove_headers=decision.remove_headers,
+            )
+            emitted = _decision_metadata(state.meta)
+        route = state.ctx.route if state.ctx else None
+        sink = self._sink()
+        state.capture = sink is not None and route is not None and route.snapshots
+        return ep.ProcessingResponse(
+            request_headers=ep.HeadersResponse(response=ep.CommonResponse(header_mutation=mutation)),
+            dynamic_metadata=emitted,
+        )
+
+    async def _request_body(self, body: ep.HttpBody, state: _Stream) -> ep.ProcessingResponse:
+        self._append(state.request, body.body)
+        ctx = state.ctx
+        contract = self._pipeline.phase("contract")
+        if ctx is not None and contract is not None and body.end_of_stream:
+            ctx.request.body = bytes(body.body) if not state.request.body_truncated else state.request.body
+            ctx.request.body_truncated = state.request.body_truncated
+            start = time.perf_counter_ns()
+            decision = await contract(ctx)
+            ctx.timings_ns["contract_body"] = time.perf_counter_ns() - start
+            if decision is not None:
+                decision = _finish_denial(self._pipeline, ctx, decision)
+                state.status = decision.http_status
+                state.meta.update(decision.metadata)
+                state.done = True
+                return _immediate(decision)
+        return ep.ProcessingResponse(request_body=ep.BodyResponse())
+
+    def _response_headers(self, msg: ep.HttpHeaders, state: _Stream) -> ep.ProcessingResponse:
+        headers = _headers(msg)
+        try:
+            state.status = int(headers.get(":status", "0"))
+        except ValueError:
+            state.status = 0
+        state.upstream_ns = time.perf_counter_ns() - state.started_ns
+        state.response.headers = {k: v for k, v in headers.items() if not k.startswith(":")}
+        req_id = state.ctx.request.request_id if state.ctx else ""
+        set_headers = [_set("x-request-id", req_id)] if req_id and "x-request-id" not in headers else []
+        if msg.end_of_stream:
+            state.done = True
+        return ep.ProcessingResponse(
+            response_headers=ep.HeadersResponse(
+                response=ep.CommonResponse(header_mutation=ep.HeaderMutation(set_headers=set_headers))
+            )
+        )
+
+    def _append(self, side: HttpMessage, chunk: bytes) -> None:
+        room = self._cap - len(side.body)
+        if room > 0:
+            side.body += chunk[:room]
+        if len(chunk) > room:
+            side.body_truncated = True
+
+    def _finish(self, state: _Stream) -> None:
+        """Hand the exchange to the snapshot sink if it wants this one (never blocks)."""
+        sink = self._sink()
+        ctx = state.ctx
+        if sink is None or ctx is None or not state.status:
+            return
+        route = ctx.route
+        tenant = ctx.principal.tenant or str(state.meta.get("tenant", ""))
+        if not sink.wants(state.status, tenant, bool(route and route.snapshots)):
+            return
+        timing = {name: ns / 1e6 for name, ns in ctx.timings_ns.items()}
+        if state.upstream_ns:
+            timing["upstream"] = state.upstream_ns / 1e6
+        sink.offer(
+            Exchange(
+                request_id=ctx.request.request_id,
+                timestamp=state.started,
+                method=ctx.request.method,
+                path=ctx.request.path + (f"?{ctx.request.query}" if ctx.request.query else ""),
+                status=state.status,
+                request=state.request,
+                response=state.response,
+                tenant=tenant,
+                consumer=ctx.principal.consumer or str(state.meta.get("consumer", "")),
+                subject=ctx.principal.subject or str(state.meta.get("subject", "")),
+                route=route.name if route else "",
+                api=(route.api or route.name) if route else "",
+                tool=ctx.request.tool_name or "",
+                trace_id=_trace_id(ctx.request.headers.get("traceparent", "")),
+                decision_id=ctx.decision_id or str(state.meta.get("decision_id", "")),
+                outcome=Outcome(state.meta.get("outcome", Outcome.SUCCESS.value))
+                if state.status < 500 else Outcome.ERROR,
+                reason=str(state.meta.get("reason", "")),
+                timing_ms=timing,
+            )
+        )
+
+
+def _finish_denial(pipeline: Pipeline, ctx: RequestContext, decision: Decision) -> Decision:
+    return pipeline.response_builder.finish_denial(ctx, decision)
+
+
+def _decision_metadata(meta: dict[str, Any]) -> struct_pb2.Struct:
+    """Emit the decision under the ext_authz namespace so the access-log join has one shape."""
+    return struct_pb2.Struct(fields={METADATA_NAMESPACE: struct_pb2.Value(struct_value=metadata_struct(meta))})
+
+
+def _trace_id(traceparent: str) -> str:
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
