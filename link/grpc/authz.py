@@ -65,7 +65,7 @@ def request_from_check(check: external_auth_pb2.CheckRequest) -> Request:
         body=body,
         # Envoy sets the truncation marker header when with_request_body.allow_partial_message cut the body.
         body_truncated="x-envoy-auth-partial-body" in headers and headers["x-envoy-auth-partial-body"] == "true",
-        request_id=http.id or headers.get("x-request-id", ""),
+        request_id=headers.get("x-request-id", "") or http.id,
         source_address=sock.address,
         source_port=sock.port_value,
         destination_address=dst.address,
