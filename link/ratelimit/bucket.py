@@ -1,0 +1,65 @@
+"""The token bucket, as pure arithmetic on one number.
+
+A bucket of ``capacity`` tokens refilled continuously at one token every
+``interval_s`` seconds is fully described by the instant it will be full
+again (``full_at``): at time ``now`` it holds
+``capacity - max(0, full_at - now) / interval_s`` tokens. Taking a token moves
+``full_at`` one interval later. This is the "virtual scheduling" form of the
+token bucket (GCRA); keeping a single timestamp instead of (tokens, updated)
+makes the Redis script a plain GET/SET and the counting exact: a full bucket
+allows exactly ``capacity`` requests at once, then exactly one more per
+``interval_s``.
+
+The Redis backend runs the same arithmetic in Lua (see ``link.ratelimit.redis``);
+keep the two in step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["EPSILON_S", "Take", "take"]
+
+# Float slack for comparisons, far below any meaningful interval (a microsecond
+# budget at 1e6 requests per second still has 1000x this).
+EPSILON_S = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    """The result of trying to take one token from one bucket.
+
+    ``full_at`` is the bucket's new state (unchanged when refused).
+    ``remaining`` whole tokens are left after this take; ``reset_s`` is how long
+    until the bucket is full again; ``retry_after_s`` (refusals only) is how long
+    until a token is available.
+    """
+
+    allowed: bool
+    full_at: float
+    remaining: int
+    reset_s: float
+    retry_after_s: float
+
+
+def take(full_at: float | None, now: float, interval_s: float, capacity: int) -> Take:
+    """Try to take one token at ``now`` from a bucket whose state is ``full_at``.
+
+    ``full_at`` is ``None`` for a bucket never seen (or forgotten because it
+    refilled): it is full.
+    """
+    start = now if full_at is None or full_at < now else full_at
+    new_full_at = start + interval_s
+    debt = new_full_at - now  # seconds of refill this bucket owes after the take
+    window = capacity * interval_s
+    if debt > window + EPSILON_S:
+        return Take(
+            allowed=False,
+            full_at=start,
+            remaining=0,
+            reset_s=start - now,
+            retry_after_s=debt - window,
+        )
+    remaining = math.floor((window - debt) / interval_s + EPSILON_S)
+    return Take(allowed=True, full_at=new_full_at, remaining=remaining, reset_s=debt, retry_after_s=0.0)

@@ -1,0 +1,216 @@
+"""Buckets shared by every Link replica, in Redis.
+
+One check is one round trip: a Lua script (sent by ``EVALSHA``) reads all the
+request's buckets, decides, and spends a token from each only if all have one,
+atomically. It uses Redis's clock (``TIME``), so replicas with drifting clocks
+still agree. Each bucket is one key holding its ``full_at`` (see
+``link.ratelimit.bucket``), expiring when the bucket would be full anyway.
+
+Redis must never stall a request: every check is bounded by the timeout; after
+a failure the circuit opens and checks skip Redis (the caller applies the
+failure mode) while a background task probes Redis and closes the circuit when
+it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from link.ratelimit.keys import Limit
+from link.ratelimit.metrics import REDIS_ERRORS, REDIS_UP
+from link.ratelimit.verdict import Verdict
+
+__all__ = ["CHECK_SCRIPT", "BackendUnavailable", "RedisBuckets"]
+
+_log = logging.getLogger("stoa.link.ratelimit")
+
+# The arithmetic of link.ratelimit.bucket.take, over all buckets at once.
+# KEYS: the buckets; ARGV: interval_s and capacity of each bucket, in order.
+# Returns {allowed, index (1-based) of the bucket to report, remaining, reset_s, retry_after_s};
+# floats travel as strings because Redis truncates Lua numbers to integers.
+CHECK_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local eps = 1e-9
+local states = redis.call('MGET', unpack(KEYS))
+local new = {}
+local worst, worst_retry, worst_reset = 0, 0, 0
+local best, best_rem, best_reset = 0, 0, 0
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local capacity = tonumber(ARGV[2 * i])
+  local start = tonumber(states[i])
+  if start == nil or start < now then start = now end
+  local full_at = start + interval
+  local debt = full_at - now
+  local window = capacity * interval
+  if debt > window + eps then
+    local retry = debt - window
+    if worst == 0 or retry > worst_retry then
+      worst, worst_retry, worst_reset = i, retry, start - now
+    end
+  else
+    new[i] = full_at
+    local rem = math.floor((window - debt) / interval + eps)
+    if best == 0 or rem < best_rem or (rem == best_rem and debt > best_reset) then
+      best, best_rem, best_reset = i, rem, debt
+    end
+  end
+end
+if worst > 0 then
+  return {0, worst, 0, string.format('%.17g', worst_reset), string.format('%.17g', worst_retry)}
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.17g', new[i]), 'PX', math.ceil((new[i] - now) * 1000) + 1)
+end
+return {1, best, best_rem, string.format('%.17g', best_reset), '0'}
+"""
+_SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
+
+# Probes may take longer than a check: they run off the request path and may need a new connection.
+_PROBE_TIMEOUT_MIN_S = 1.0
+
+
+class BackendUnavailable(Exception):
+    """Redis could not answer in time (or the circuit is open); apply the failure mode."""
+
+
+class RedisBuckets:
+    """The Redis backend: atomic multi-bucket checks with a timeout and a circuit breaker."""
+
+    name = "ratelimit-redis"
+
+    def __init__(self, url: str, *, timeout_s: float, retry_s: float, key_prefix: str = "stoa:rl:") -> None:
+        self._url = url
+        self._timeout = timeout_s
+        self._retry_s = retry_s
+        self._probe_timeout = max(timeout_s, _PROBE_TIMEOUT_MIN_S)
+        self._prefix = key_prefix
+        self._client: Redis | None = None
+        self._open = False  # circuit open: skip Redis
+        self._last_error = ""
+        self._probe: asyncio.Task[None] | None = None
+        self.checks_sent = 0  # round trips attempted (tests and the bench read it)
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and load the script; if Redis is away, start with the circuit open."""
+        client = self._ensure_client()
+        try:
+            await asyncio.wait_for(client.script_load(CHECK_SCRIPT), self._probe_timeout)
+            REDIS_UP.set(1)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._trip(exc)
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def readiness(self) -> tuple[bool, str]:
+        # Never unready because of Redis: the failure mode keeps traffic flowing,
+        # and taking every replica out of service would be a full outage.
+        if self._open:
+            return True, f"redis unavailable ({self._last_error}); failure mode applies"
+        return True, "redis"
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit is open."""
+        return not self._open
+
+    # -- checks ---------------------------------------------------------------
+    async def take(self, limits: Sequence[Limit]) -> Verdict:
+        """One atomic round trip for all ``limits`` (not empty); raises :class:`BackendUnavailable`."""
+        if self._open:
+            raise BackendUnavailable(self._last_error)
+        client = self._ensure_client()
+        keys = [self._prefix + lim.key for lim in limits]
+        args: list[str | int] = []
+        for lim in limits:
+            args.append(repr(lim.interval_s))
+            args.append(lim.capacity)
+        self.checks_sent += 1
+        try:
+            reply = await asyncio.wait_for(self._run(client, keys, args), self._timeout)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._trip(exc)
+            raise BackendUnavailable(self._last_error) from None
+        allowed, index, remaining, reset_s, retry_s = reply
+        return Verdict(
+            allowed=bool(allowed),
+            limit=limits[int(index) - 1],
+            remaining=int(remaining),
+            reset_s=float(reset_s),
+            retry_after_s=float(retry_s),
+        )
+
+    async def _run(self, client: Redis, keys: list[str], args: list[str | int]) -> list[int | bytes]:
+        try:
+            reply = await client.evalsha(_SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted or its script cache was flushed: EVAL runs and caches it again.
+            reply = await client.eval(CHECK_SCRIPT, len(keys), *keys, *args)
+        return list(reply)
+
+    # -- circuit ----------------------------------------------------------------
+    def _ensure_client(self) -> Redis:
+        if self._client is None:
+            self._client = Redis.from_url(
+                self._url,
+                socket_connect_timeout=self._probe_timeout,
+                socket_timeout=self._probe_timeout,
+                # No client-side retries: a retry would blow the request's time budget.
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+        return self._client
+
+    def _trip(self, exc: BaseException) -> None:
+        if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+            kind = "timeout"
+        elif isinstance(exc, (RedisConnectionError, OSError)):
+            kind = "connection"
+        else:
+            kind = "error"
+        REDIS_ERRORS.labels(kind).inc()
+        self._last_error = f"{kind}: {type(exc).__name__}"
+        if not self._open:
+            self._open = True
+            REDIS_UP.set(0)
+            _log.warning("redis rate limiting unavailable (%s); skipping it for now", self._last_error)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    async def _probe_until_back(self) -> None:
+        """Ping Redis every ``retry_s`` until it answers, then close the circuit."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(self._retry_s)
+            client = self._ensure_client()
+            try:
+                await asyncio.wait_for(client.script_load(CHECK_SCRIPT), self._probe_timeout)
+            except (TimeoutError, RedisError, OSError) as exc:
+                self._last_error = f"probe: {type(exc).__name__}"
+                continue
+            self._open = False
+            REDIS_UP.set(1)
+            _log.info("redis rate limiting back after %.1fs", time.monotonic() - started)
+            return
