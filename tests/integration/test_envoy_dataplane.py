@@ -93,3 +93,35 @@ def test_link_stopped_after_start_fails_closed() -> None:
         finally:
             if link.runtime is not None:
                 link.stop()
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def offer(self, outcome) -> None:  # type: ignore[no-untyped-def]
+        self.items.append(outcome)
+
+
+def test_access_log_feed_joins_decisions(sidecar: Sidecar) -> None:
+    """Every request, allowed or refused, comes back on the access-log stream with Link's decision."""
+    from tests.harness.procs import wait_until
+
+    collector = _Collector()
+    sidecar.link.app.add_outcome_sink(collector)
+    ids = []
+    for i in range(5):
+        ids.append(sidecar.get(f"/public/p{i}").headers["x-request-id"])
+    for i in range(3):
+        ids.append(sidecar.get(f"/orders/{i}").headers["x-request-id"])
+    assert wait_until(lambda: {o.request_id for o in collector.items} >= set(ids), timeout=10)
+    by_id = {o.request_id: o for o in collector.items}
+    allowed = [by_id[i] for i in ids[:5]]
+    refused = [by_id[i] for i in ids[5:]]
+    for o in allowed:
+        assert (o.http_status, o.outcome.value, o.tenant, o.route, o.method) == (200, "success", "demo", "public", "GET")
+        assert o.decision_id and o.latency_ms > 0 and o.response_size_bytes > 0
+        assert o.t_backend_ms > 0
+    for o in refused:
+        assert (o.http_status, o.outcome.value, o.reason, o.route) == (401, "unauthenticated", "invalid_request", "orders")
+        assert o.route_template == "/orders/{id}"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepare a fresh machine: the virtualenv with the package, and (for tests) the system packages.
+# Usage: scripts/bootstrap.sh [runtime|dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind="${1:-runtime}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.installed-$kind"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  if [ "$kind" = dev ]; then
+    .venv/bin/pip install -q -e ".[dev]"
+  else
+    .venv/bin/pip install -q -e .
+  fi
+  touch "$stamp"
+fi
+
+if [ "$kind" = dev ]; then
+  # Real Redis for the global rate-limit tests (Debian package).
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq redis-server >/dev/null
+    else
+      echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server)" >&2
+    fi
+  fi
+fi
