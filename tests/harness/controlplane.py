@@ -85,12 +85,13 @@ class ControlPlaneServer:
             raise TimeoutError(f"{len(self.of_kind(kind))} {kind} calls after {timeout}s, wanted {count}")
         return self.of_kind(kind)
 
-    async def await_calls(self, kind: str, count: int, timeout: float = 10.0) -> list[Call]:
+    async def await_calls(self, kind: str, count: int, timeout: float = 10.0) -> list[Call]:  # noqa: ASYNC109
         """Like :meth:`wait_for`, but yields to the event loop (for clients running on it)."""
         try:
             await until(lambda: len(self.of_kind(kind)) >= count, timeout=timeout)
         except TimeoutError:
-            raise TimeoutError(f"{len(self.of_kind(kind))} {kind} calls after {timeout}s, wanted {count}") from None
+            got = len(self.of_kind(kind))
+            raise TimeoutError(f"{got} {kind} calls after {timeout}s, wanted {count}") from None
         return self.of_kind(kind)
 
     # -- lifecycle -----------------------------------------------------------
@@ -144,7 +145,8 @@ class ControlPlaneServer:
                 gateway_id = payload.get("gateway_id", gateway_id)
                 if isinstance(gateway_id, str):
                     self.known.add(gateway_id)
-            call = Call(kind=kind, path=path, headers=headers, body=body, status=status, gateway_id=gateway_id)
+            call = Call(kind=kind, path=path, headers=headers, body=body, status=status,
+                        gateway_id=gateway_id)
             self.calls.append(call)
             return call, payload
 
@@ -195,12 +197,16 @@ class GatedSleep:
         finally:
             self.waiting -= 1
 
+    async def asleep(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait (bounded) until the client has started its ``count``-th sleep and is in it."""
+        await until(lambda: len(self.delays) >= count and self.waiting > 0, timeout=timeout)
+
     def release(self, n: int = 1) -> None:
         for _ in range(n):
             self._permits.release()
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> None:  # noqa: ASYNC109
     """Wait (bounded) on the event loop until ``predicate()`` is truthy."""
     deadline = time.monotonic() + timeout
     while not predicate():
