@@ -257,6 +257,10 @@ class MeteringSettings(_Section):
     spool_fsync: Literal["always", "interval", "never"] = "interval"
     spool_fsync_interval_ms: int = Field(default=200, ge=1)
     send_timeout_s: float = Field(default=5.0, gt=0)
+    spool_segment_bytes: int = Field(default=16 << 20, ge=1 << 12)  # one spool file; rolls after this
+    in_flight_batches: int = Field(default=4, ge=1, le=64)  # batches awaiting broker acks at once
+    # Kafka idempotent producer; off by default because the tansu test broker does not support it.
+    idempotence: bool = False
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -292,6 +296,8 @@ class SnapshotSettings(_Section):
                                  "refresh_token", "client_secret", "authorization", "credit_card", "ssn"]
     )
     purge_interval_s: float = Field(default=60, gt=0)
+    queue_max: int = Field(default=1_000, ge=1)  # captured exchanges waiting for the writer; more are dropped
+    publish_queue_max: int = Field(default=1_000, ge=1)  # snapshots waiting for Kafka; more are not published
 
     @field_validator("retention_days")
     @classmethod
@@ -359,6 +365,19 @@ class McpSettings(_Section):
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])
     resource_url: str | None = None  # the protected resource's URL for OAuth metadata
     required_scopes: list[str] = Field(default_factory=list)
+    # OAuth authorization servers named in the resource metadata; default: the Keycloak realm.
+    authorization_servers: list[str] = Field(default_factory=list)
+    dns_rebinding_protection: bool = True  # check Host and Origin against allowed_hosts/allowed_origins
+    secrets_dir: str | None = None  # one file per Tool secretRef (a directory of files for mTLS)
+    json_response: bool = False  # Streamable HTTP answers POSTs with JSON instead of an SSE stream
+    session_idle_timeout_s: float = Field(default=1800.0, gt=0)
+    max_sessions: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=4 << 20, ge=1024)
+    upstream_max_connections: int = Field(default=200, ge=1)
+    upstream_max_response_bytes: int = Field(default=4 << 20, ge=1024)
+    list_cache_ttl_s: float = Field(default=5.0, ge=0)  # how long a caller's policy-filtered list is reused
+    federation_backoff_initial_s: float = Field(default=0.5, gt=0)
+    federation_backoff_max_s: float = Field(default=30.0, gt=0)
 
 
 class EnvoySettings(_Section):
