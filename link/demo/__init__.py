@@ -1,0 +1,1 @@
+"""`stoa-link demo`: the whole sidecar on one machine with embedded defaults."""

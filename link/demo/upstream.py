@@ -1,0 +1,77 @@
+"""A small HTTP API standing in for the primary gateway (Kong) in the demo."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_INVOICES = {
+    "inv-1001": {"id": "inv-1001", "customer": "acme", "amount": 1250.0, "currency": "EUR", "status": "paid"},
+    "inv-1002": {"id": "inv-1002", "customer": "acme", "amount": 89.9, "currency": "EUR", "status": "open"},
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "demo-gateway"
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+    def _reply(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = self.path.split("?")[0]
+        parts = [p for p in path.split("/") if p]
+        stoa = {k: v for k, v in self.headers.items() if k.lower().startswith("x-stoa-")}
+        if len(parts) >= 2 and parts[-2] == "status" and parts[-1].isdigit():
+            self._reply(int(parts[-1]), {"status": int(parts[-1]), "path": path})
+        elif parts[:2] == ["api", "invoices"] and len(parts) == 3 and self.command == "GET":
+            inv = _INVOICES.get(parts[2])
+            self._reply(200 if inv else 404, inv or {"error": "not_found", "id": parts[2]})
+        elif parts[-1:] == ["invoices"] and self.command == "GET":
+            self._reply(200, {"invoices": list(_INVOICES.values())})
+        elif parts[:2] == ["api", "invoices"] and self.command == "POST":
+            try:
+                doc = json.loads(body or b"{}")
+            except ValueError:
+                self._reply(400, {"error": "invalid JSON"})
+                return
+            self._reply(201, {"id": "inv-2001", **doc})
+        else:
+            self._reply(200, {"message": "hello from the primary gateway", "path": path,
+                              "method": self.command, "seen_by_gateway": stoa})
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+class DemoUpstream:
+    """Runs in a thread; ``url`` once started."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="demo-upstream")
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> DemoUpstream:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
