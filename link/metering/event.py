@@ -1,0 +1,119 @@
+"""From a finished request to the bytes of one metering event.
+
+The event is ``stoa.metering.v1.MeteringEvent`` (proto/); the JSON form is that
+message's JSON mapping with the platform's field names, built by hand here
+because it is several times faster than going through protobuf.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from link.events import RequestOutcome
+
+__all__ = ["EventEncoder", "EventOrigin", "Record", "build_event", "rfc3339"]
+
+# What goes to Kafka and into the spool: (key, value). The key is the tenant, None when unknown.
+Record = tuple[bytes | None, bytes]
+
+EventFormat = Literal["json", "protobuf"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventOrigin:
+    """Who produced the events: the same for every event of one process."""
+
+    gateway_id: str
+    instance: str
+    mode: str
+
+
+def rfc3339(epoch_s: float) -> str:
+    """``2025-01-31T12:00:00.123Z`` (UTC, milliseconds), as the protobuf JSON mapping writes it."""
+    if not math.isfinite(epoch_s) or epoch_s < 0:
+        epoch_s = time.time()
+    whole = int(epoch_s)
+    millis = min(int((epoch_s - whole) * 1000), 999)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def _ms(value: float) -> float:
+    # JSON has no NaN or infinity; a broken timing must not break the event.
+    return round(value, 3) if math.isfinite(value) and value >= 0 else 0.0
+
+
+def _count(value: int) -> int:
+    return value if value >= 0 else 0
+
+
+def build_event(outcome: RequestOutcome, origin: EventOrigin, event_id: str) -> dict[str, Any]:
+    """The metering event of one finished request, as the JSON-ready mapping."""
+    return {
+        "event_id": event_id,
+        "timestamp": rfc3339(outcome.timestamp),
+        "gateway_id": origin.gateway_id,
+        "instance": origin.instance,
+        "mode": origin.mode,
+        "tenant_id": outcome.tenant,
+        "user_id": outcome.subject,
+        "consumer_id": outcome.consumer,
+        "api": outcome.api,
+        "tool_name": outcome.tool,
+        # Only the template: a raw path would carry identifiers (and explode cardinality).
+        "route": outcome.route_template,
+        "method": outcome.method,
+        "http_status": outcome.http_status,
+        "status": outcome.outcome.value,
+        "latency_ms": _ms(outcome.latency_ms),
+        "t_gateway_ms": _ms(outcome.t_gateway_ms),
+        "t_backend_ms": _ms(outcome.t_backend_ms),
+        "request_size_bytes": _count(outcome.request_size_bytes),
+        "response_size_bytes": _count(outcome.response_size_bytes),
+        "scopes": sorted(outcome.scopes),
+        "roles": sorted(outcome.roles),
+        "trace_id": outcome.trace_id,
+        "request_id": outcome.request_id,
+        "decision_id": outcome.decision_id,
+        "reason": outcome.reason,
+        "route_name": outcome.route,
+        "t_link_ms": _ms(outcome.t_link_ms),
+        "source": outcome.source,
+    }
+
+
+def _to_protobuf(event: dict[str, Any], epoch_s: float) -> bytes:
+    from stoa_proto import MeteringEvent
+
+    fields = {k: v for k, v in event.items() if k != "timestamp"}
+    message = MeteringEvent(**fields)
+    if math.isfinite(epoch_s) and epoch_s >= 0:
+        message.timestamp.FromNanoseconds(int(epoch_s * 1_000_000) * 1_000)
+    else:
+        message.timestamp.GetCurrentTime()
+    return bytes(message.SerializeToString())
+
+
+class EventEncoder:
+    """Turns a :class:`RequestOutcome` into a Kafka record; pure, safe from any thread."""
+
+    def __init__(self, origin: EventOrigin, fmt: EventFormat = "json") -> None:
+        self.origin = origin  # replaced when the control plane assigns a gateway id
+        self._fmt = fmt
+        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+    @property
+    def format(self) -> EventFormat:
+        return self._fmt
+
+    def encode(self, outcome: RequestOutcome) -> Record:
+        """A fresh ``event_id`` each time: an event is encoded once, then retried as these bytes."""
+        event = build_event(outcome, self.origin, str(uuid.uuid4()))
+        key = outcome.tenant.encode() if outcome.tenant else None
+        if self._fmt == "protobuf":
+            return key, _to_protobuf(event, outcome.timestamp)
+        return key, self._dumps(event).encode()

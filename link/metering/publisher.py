@@ -1,0 +1,167 @@
+"""The Kafka side of metering: one aiokafka producer, configured from settings.
+
+``publish`` sends a batch and waits until the broker acknowledged all of it
+(``acks=all``) or raises :class:`PublishError`. After a failure the producer is
+dropped and the next call connects afresh, so a broker that went away and came
+back (possibly empty) is met with a clean client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from link.metering.event import Record
+from link.settings import ConfigError, MeteringSettings
+
+__all__ = ["KafkaPublisher", "PublishError", "Publisher", "check_compression", "producer_options"]
+
+_log = logging.getLogger("stoa.link.metering")
+
+# Larger than aiokafka's 16 KiB default so a linger window's worth of events fits in one batch.
+_MAX_BATCH_BYTES = 512 << 10
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge a batch (unreachable, slow or refusing)."""
+
+
+def check_compression(settings: MeteringSettings) -> None:
+    """Fail at start-up, naming the key, when the chosen codec's library is missing."""
+    from aiokafka import codec
+
+    available = {
+        "none": True,
+        "gzip": codec.has_gzip(),
+        "snappy": codec.has_snappy(),
+        "lz4": codec.has_lz4(),
+        "zstd": codec.has_zstd(),
+    }
+    if not available[settings.compression]:
+        raise ConfigError(
+            "metering.compression",
+            f"{settings.compression!r} needs the 'cramjam' package, which is not installed"
+            " (use gzip or none)",
+        )
+
+
+def producer_options(settings: MeteringSettings, client_id: str) -> dict[str, Any]:
+    """The keyword arguments of :class:`AIOKafkaProducer` the settings call for."""
+    servers = [s.strip() for s in (settings.bootstrap_servers or "").split(",") if s.strip()]
+    options: dict[str, Any] = {
+        "bootstrap_servers": servers,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": settings.idempotence,
+        "compression_type": None if settings.compression == "none" else settings.compression,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": _MAX_BATCH_BYTES,
+        "request_timeout_ms": int(settings.send_timeout_s * 1000),
+        "retry_backoff_ms": 100,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
+        )
+    if settings.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password
+    return options
+
+
+class Publisher(Protocol):
+    """What the sink needs from the broker side (a fake in unit tests)."""
+
+    last_error: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+    async def publish(self, records: Sequence[Record]) -> None: ...
+
+    async def close(self, grace_s: float = 5.0) -> None: ...
+
+
+class KafkaPublisher:
+    """Publishes record batches to one topic; reconnects after failures."""
+
+    def __init__(self, settings: MeteringSettings, client_id: str) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._topic = settings.topic
+        self._producer: AIOKafkaProducer | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self.last_error = ""
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    async def connect(self) -> None:
+        """Start a producer, bounded by the send timeout; :class:`PublishError` if the broker is away."""
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(**producer_options(self._settings, self._client_id))
+        try:
+            await asyncio.wait_for(producer.start(), timeout=self._settings.send_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            await self._discard(producer)
+            raise PublishError(self.last_error) from None
+        self._producer = producer
+        self.last_error = ""
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Send ``records`` in order and wait (at most ``send_timeout_s``) for every acknowledgement."""
+        if not records:
+            return
+        producer = self._producer
+        if producer is None:
+            raise PublishError("not connected")
+        try:
+            await asyncio.wait_for(self._send_all(producer, records), timeout=self._settings.send_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self._producer is producer:  # later batches on the same producer fail alike
+                self._producer = None
+                self._stop_later(producer)
+            raise PublishError(self.last_error) from None
+
+    async def _send_all(self, producer: AIOKafkaProducer, records: Sequence[Record]) -> None:
+        send = producer.send
+        topic = self._topic
+        futures = [await send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Flush what the producer holds (bounded) and stop it."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=grace_s)
+            except (KafkaError, OSError, TimeoutError):
+                _log.warning("metering: the Kafka producer did not stop cleanly")
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=grace_s)
+
+    def _stop_later(self, producer: AIOKafkaProducer) -> None:
+        task = asyncio.get_running_loop().create_task(self._discard(producer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _discard(self, producer: AIOKafkaProducer) -> None:
+        # Its pending batches are already spooled by the caller; do not wait for them to drain.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), timeout=1.0)
