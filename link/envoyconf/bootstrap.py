@@ -107,6 +107,8 @@ class EnvoyOptions:
     otlp_endpoint: str | None = None  # host:port of an OTLP/gRPC collector; enables Envoy tracing
     service_name: str = "stoa-link-envoy"
     extra_headers_to_log: tuple[str, ...] = field(default=("traceparent",))
+    # False: a plain proxy with no Link filters (the benchmark's baseline).
+    link_filters: bool = True
 
     def upstream_url(self) -> str:
         return self.upstream or f"http://127.0.0.1:{PRIMARY_GATEWAY_PORTS[self.primary_gateway]}"
@@ -217,6 +219,8 @@ def _body_mode() -> ProcessingMode:
 
 def _routes(opts: EnvoyOptions) -> list[Route]:
     action = RouteAction(cluster=UPSTREAM_CLUSTER, timeout=dt.timedelta(seconds=30))
+    if not opts.link_filters:
+        return [Route(name="default", match=RouteMatch(prefix="/"), route=action)]
     routes: list[Route] = []
     for prefix in opts.ext_proc_prefixes:
         # Routes that need bodies: ext_proc on, and ext_authz sees the request body too.
@@ -279,11 +283,11 @@ def build_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
             virtual_hosts=[VirtualHost(name="all", domains=["*"], routes=_routes(opts))],
         ),
         http_filters=[
-            HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=_pack(_ext_authz(opts))),
-            HttpFilter(name=EXT_PROC_FILTER, typed_config=_pack(_ext_proc(opts))),
+            *([HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=_pack(_ext_authz(opts))),
+               HttpFilter(name=EXT_PROC_FILTER, typed_config=_pack(_ext_proc(opts)))] if opts.link_filters else []),
             HttpFilter(name="envoy.filters.http.router", typed_config=_pack(Router())),
         ],
-        access_log=[_access_log(opts)],
+        access_log=[_access_log(opts)] if opts.link_filters else [],
         tracing=_tracing(opts),
         request_timeout=dt.timedelta(seconds=60),
     )
@@ -298,7 +302,8 @@ def build_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
         raise ValueError(f"upstream {opts.upstream_url()!r}: expected http(s)://host:port")
     up_port = up.port or (443 if up.scheme == "https" else 80)
     clusters = [
-        _static_cluster(LINK_CLUSTER, [_address(a) for a in opts.link], 250, http2=True),
+        *([_static_cluster(LINK_CLUSTER, [_address(a) for a in opts.link], 250, http2=True)]
+          if opts.link_filters else []),
         _static_cluster(UPSTREAM_CLUSTER, [_address(f"{up.hostname}:{up_port}")], 1000, http2=False,
                         tls_sni=up.hostname if up.scheme == "https" else None),
     ]
