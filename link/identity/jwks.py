@@ -209,7 +209,7 @@ class IssuerKeys:
         """One line for readiness details."""
         if self.has_keys():
             stale = " (stale)" if self._clock() >= self._fresh_until else ""
-            return f"{len(self._keys)} keys{stale}"
+            return f"{len(self._keys)} signing keys{stale}"
         return f"no keys: {self._last_error or 'not fetched yet'}"
 
     def _expire_if_too_old(self) -> None:

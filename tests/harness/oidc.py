@@ -68,10 +68,13 @@ class KeyPair:
         from cryptography.hazmat.primitives import serialization
 
         return self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def sign(self, claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
-        return jwt.encode(claims, self.private_key, algorithm=self.alg, headers={"kid": self.kid, **(headers or {})})
+        return jwt.encode(
+            claims, self.private_key, algorithm=self.alg, headers={"kid": self.kid, **(headers or {})}
+        )
 
 
 @dataclass
@@ -108,22 +111,34 @@ class Issuer:
         with self._lock:
             return {"keys": [k.public_jwk() for k in self.keys]}
 
-    def claims(self, *, sub: str = "user-1", azp: str = "billing-app", lifetime: float = 300,
-               **extra: Any) -> dict[str, Any]:
+    def claims(
+        self, *, sub: str = "user-1", azp: str = "billing-app", lifetime: float = 300, **extra: Any
+    ) -> dict[str, Any]:
         now = int(time.time())
-        base: dict[str, Any] = {"iss": self.url, "sub": sub, "azp": azp, "aud": "account",
-                                "iat": now, "nbf": now, "exp": now + lifetime, "typ": "Bearer",
-                                "jti": uuid.uuid4().hex}
+        base: dict[str, Any] = {
+            "iss": self.url,
+            "sub": sub,
+            "azp": azp,
+            "aud": "account",
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "typ": "Bearer",
+            "jti": uuid.uuid4().hex,
+        }
         base.update(extra)
         return {k: v for k, v in base.items() if v is not None}
 
-    def token(self, *, key: KeyPair | None = None, headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    def token(
+        self, *, key: KeyPair | None = None, headers: dict[str, Any] | None = None, **claims: Any
+    ) -> str:
         """A signed access token; ``claims`` override the defaults (``None`` removes one)."""
         return (key or self.active).sign(self.claims(**claims), headers)
 
 
-def mock_transport(issuer: Issuer, counts: Counter[str] | None = None,
-                   fail: threading.Event | None = None) -> httpx.MockTransport:
+def mock_transport(
+    issuer: Issuer, counts: Counter[str] | None = None, fail: threading.Event | None = None
+) -> httpx.MockTransport:
     """Serve discovery (``{issuer}/.well-known/openid-configuration``) and JWKS without a network."""
     counts = counts if counts is not None else Counter()
 
@@ -144,7 +159,7 @@ def mock_transport(issuer: Issuer, counts: Counter[str] | None = None,
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         srv = self.server
         path = urlparse(self.path).path
         srv.owner.counts[path] += 1
@@ -200,8 +215,9 @@ class OidcServer:
     def start(self) -> OidcServer:
         self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.owner = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="oidc")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="oidc"
+        )
         self._thread.start()
         return self
 
@@ -237,8 +253,15 @@ class OidcProviderMock:
     def __init__(self, token_max_age_s: int = 300) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._argv = [sys.executable, "-m", "oidc_provider_mock", "--port", str(self.port),
-                      "--token-max-age", str(token_max_age_s)]
+        self._argv = [
+            sys.executable,
+            "-m",
+            "oidc_provider_mock",
+            "--port",
+            str(self.port),
+            "--token-max-age",
+            str(token_max_age_s),
+        ]
         self.proc: ManagedProcess | None = None
 
     def start(self) -> OidcProviderMock:
@@ -256,14 +279,26 @@ class OidcProviderMock:
         redirect_uri = "http://127.0.0.1/callback"
         with httpx.Client(base_url=self.url, timeout=10.0) as http:
             http.put(f"/users/{sub}", json=claims or {}).raise_for_status()
-            params = {"client_id": client_id, "redirect_uri": redirect_uri, "response_type": "code",
-                      "scope": "openid", "state": "s"}
+            params = {
+                "client_id": client_id,
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "scope": "openid",
+                "state": "s",
+            }
             resp = http.post("/oauth2/authorize", params=params, data={"sub": sub, "action": "allow"})
             assert resp.status_code in (302, 303), resp.text[:200]
             code = parse_qs(urlparse(resp.headers["location"]).query)["code"][0]
-            token = http.post("/oauth2/token", data={
-                "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                "client_id": client_id, "client_secret": "anything"})
+            token = http.post(
+                "/oauth2/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": redirect_uri,
+                    "client_id": client_id,
+                    "client_secret": "anything",
+                },
+            )
             token.raise_for_status()
             return str(token.json()["id_token"])
 
