@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from regopy import Input, Interpreter, LogLevel, RegoError
+from regopy import Interpreter, LogLevel, RegoError
 from regopy.rego_shared import (
     rego_bundle_query_entrypoint,
     rego_free_output,
@@ -28,6 +28,7 @@ from regopy.rego_shared import (
 
 from link.policy.refs import FULL, PolicyScan, called_functions, defined_functions, scan_policies
 from link.policy.regoerrors import RegoProblem, parse_rego_errors
+from link.policy.regoinput import InputConversionError, InputTree
 from link.policy.sources import PolicySource
 
 __all__ = ["UNDEFINED", "CompiledPolicy", "EvalError", "PolicyCompileError", "compile_policy"]
@@ -195,12 +196,12 @@ class CompiledPolicy:
                     self._cache.move_to_end(key)
                     return hit
         try:
-            converted = Input(doc)
-        except (ValueError, TypeError) as exc:
+            tree = InputTree(doc)
+        except InputConversionError as exc:
             raise EvalError(f"input cannot be converted: {exc}") from None
-        with self._lock:
+        with tree, self._lock:
             try:
-                rego_set_input(self._runner._impl, converted._impl)
+                rego_set_input(self._runner._impl, tree.handle)
                 value = _output(rego_bundle_query_entrypoint(self._runner._impl, self._bundle._impl,
                                                              self.entrypoint))
             except RegoError as exc:

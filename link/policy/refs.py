@@ -47,7 +47,11 @@ _NONDETERMINISTIC = (
 
 _LEXEME = re.compile(r'"(?:\\.|[^"\\\n])*"|`[^`]*`|#[^\n]*')
 _INPUT = re.compile(r"(?<![\w.])input\b")
-_SEGMENT = re.compile(r'\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)|\s*\[\s*"((?:\\.|[^"\\\n])*)"\s*\]')
+_SEGMENT = re.compile(
+    r'\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)'  # .name
+    r'|\s*\[\s*"((?:\\.|[^"\\\n])*)"\s*\]'  # ["name"]
+    r"|\s*\[\s*(\d+)\s*\]"  # [0]
+)
 _CALL = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\(")
 _FUNC_HEAD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.MULTILINE)
 _IMPORT = re.compile(r"^\s*import\s+(data(?:\.[A-Za-z_]\w*)+|input(?:\.[A-Za-z_]\w*)*|future\.\S+|rego\.v1)"
@@ -55,7 +59,7 @@ _IMPORT = re.compile(r"^\s*import\s+(data(?:\.[A-Za-z_]\w*)+|input(?:\.[A-Za-z_]
 _KEYWORDS = frozenset({"if", "not", "some", "every", "in", "contains", "else", "default", "import", "package",
                        "with", "as", "print", "trace"})
 
-InputNeeds = dict[str, Any]
+InputNeeds = dict[str | int, Any]
 
 
 def strip_comments(source: str) -> str:
@@ -78,7 +82,7 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text)
 
 
-def _add(tree: InputNeeds, path: list[str]) -> bool:
+def _add(tree: InputNeeds, path: list[str | int]) -> bool:
     """Add one path; returns True when it means "the whole input"."""
     if not path:
         return True
@@ -95,25 +99,30 @@ def _add(tree: InputNeeds, path: list[str]) -> bool:
     return False
 
 
-def _segments(text: str, pos: int) -> list[str]:
-    path: list[str] = []
+def _segments(text: str, pos: int) -> list[str | int]:
+    path: list[str | int] = []
     while (seg := _SEGMENT.match(text, pos)) is not None:
-        path.append(seg.group(1) if seg.group(1) is not None else _unescape(seg.group(2)))
+        if seg.group(1) is not None:
+            path.append(seg.group(1))
+        elif seg.group(2) is not None:
+            path.append(_unescape(seg.group(2)))
+        else:
+            path.append(int(seg.group(3)))  # a constant index: input.parsed_path[0]
         pos = seg.end()
     return path
 
 
-def _input_paths(source: str) -> Iterable[list[str]]:
+def _input_paths(source: str) -> Iterable[list[str | int]]:
     text = strip_comments(source)
     # ``import input.attributes.request.http`` makes ``http.method`` mean
     # ``input.attributes.request.http.method``.
-    aliases: dict[str, list[str]] = {}
+    aliases: dict[str, list[str | int]] = {}
     import_spans: list[tuple[int, int]] = []
     for m in _IMPORT.finditer(text):
         target = m.group(1)
         if target == "input" or target.startswith("input."):
-            parts = target.split(".")[1:]
-            aliases[m.group(2) or (parts[-1] if parts else "input")] = parts
+            parts: list[str | int] = list(target.split(".")[1:])
+            aliases[m.group(2) or (str(parts[-1]) if parts else "input")] = parts
             import_spans.append((m.start(), m.end()))
     for m in _INPUT.finditer(text):
         if any(start <= m.start() < end for start, end in import_spans):
@@ -152,9 +161,19 @@ def scan_policies(sources: Iterable[str]) -> PolicyScan:
                       nondeterministic_calls=tuple(sorted(calls)))
 
 
-def prune(value: Any, needs: Mapping[str, Any] | None) -> Any:
-    """Keep only the parts of ``value`` that ``needs`` names (``None`` or FULL keep all)."""
-    if needs is None or needs is FULL or not isinstance(value, dict):
+def prune(value: Any, needs: Mapping[Any, Any] | None) -> Any:
+    """Keep only the parts of ``value`` that ``needs`` names (``None`` or FULL keep all).
+
+    A list read only at constant indices (``parsed_path[0]``) keeps its first
+    elements up to the highest index read: nothing beyond it can be observed.
+    """
+    if needs is None or needs is FULL:
+        return value
+    if isinstance(value, list):
+        if not all(isinstance(k, int) for k in needs):
+            return value
+        return [prune(v, needs.get(i, FULL)) for i, v in enumerate(value[: max(needs) + 1])]
+    if not isinstance(value, dict):
         return value
     out: dict[str, Any] = {}
     for key, sub in needs.items():
