@@ -1,0 +1,101 @@
+"""The MCP server inside the current event loop (tests, benchmarks, the demo, ``serve``).
+
+``async with EmbeddedMcpServer(settings) as mcp: mcp.url`` starts a LinkApp
+(unless one is given), the ASGI app and uvicorn on ``mcp.host:mcp.port``
+(port 0 picks a free one) and stops them all on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+import uvicorn
+
+from link.app import LinkApp
+from link.settings import Settings
+from mcp_server.app import McpParts, build_asgi, build_parts
+
+__all__ = ["EmbeddedMcpServer"]
+
+
+class EmbeddedMcpServer:
+    """Runs the MCP server as a task of the running loop."""
+
+    def __init__(
+        self, settings: Settings, link_app: LinkApp | None = None, *, start_timeout_s: float = 15.0
+    ) -> None:
+        self.settings = settings
+        self._own_app = link_app is None
+        self.app = link_app if link_app is not None else LinkApp(settings)
+        self.parts: McpParts = build_parts(self.app)
+        self._timeout = start_timeout_s
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.mcp.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The Streamable HTTP endpoint."""
+        return self.base_url + "/mcp"
+
+    async def start(self) -> None:
+        if self._own_app:
+            await self.app.start()
+        config = uvicorn.Config(
+            build_asgi(self.app, self.parts), host=self.settings.mcp.host, port=self.settings.mcp.port,
+            log_level="warning", lifespan="on", access_log=False,
+            timeout_graceful_shutdown=max(1, int(self.settings.server.shutdown_grace_s)),
+        )
+        server = uvicorn.Server(config)
+        # The embedding process owns signals.
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+        self._server = server
+        self._task = asyncio.create_task(server.serve(), name="mcp-http")
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while not server.started:
+            if self._task.done():
+                await self._task  # raises the bind error
+                raise RuntimeError("the MCP server stopped while starting")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the MCP server did not start within {self._timeout}s")
+            await asyncio.sleep(0.01)
+        sockets = [s for srv in getattr(server, "servers", []) for s in (srv.sockets or ())]
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.mcp.port
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                grace = self.settings.server.shutdown_grace_s + 5
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace)
+            if not self._task.done():
+                self._server.force_exit = True
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._task
+        if self._own_app:
+            await self.app.stop()
+
+    async def wait(self) -> None:
+        """Until the HTTP server ends by itself (a bind error, a fatal failure)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def __aenter__(self) -> EmbeddedMcpServer:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,66 @@
+"""Host and Origin checks against DNS rebinding (MCP transport security).
+
+A browser tricked into sending requests to a local MCP server carries the
+attacker's Host (after DNS rebinding) or Origin; both are checked against
+``mcp.allowed_hosts`` / ``mcp.allowed_origins`` before anything else runs.
+Patterns end in ``:*`` for any port; ``*`` alone allows everything (for
+deployments behind a proxy that checks hosts itself).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["HostOriginGuard", "matches"]
+
+
+def matches(value: str, patterns: Sequence[str]) -> bool:
+    """True when ``value`` equals a pattern, or a ``base:*`` pattern with any port."""
+    for pattern in patterns:
+        if pattern == "*" or value == pattern:
+            return True
+        if pattern.endswith(":*"):
+            base = pattern[:-2]
+            if value.startswith(base + ":") and value[len(base) + 1:].isdigit():
+                return True
+    return False
+
+
+class HostOriginGuard:
+    """ASGI middleware: 421 for a foreign Host, 403 for a foreign Origin."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str], allowed_origins: Sequence[str],
+                 enabled: bool = True) -> None:
+        self.app = app
+        self._hosts = tuple(allowed_hosts)
+        self._origins = tuple(allowed_origins)
+        self._enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._enabled:
+            await self.app(scope, receive, send)
+            return
+        host = origin = None
+        for k, v in scope["headers"]:
+            if k == b"host":
+                host = v.decode("latin-1")
+            elif k == b"origin":
+                origin = v.decode("latin-1")
+        if host is None or not (matches(host, self._hosts) or matches(host + ":80", self._hosts)):
+            await _refuse(send, 421, "invalid Host header")
+            return
+        # Origin is absent on non-browser requests; a present one must be ours.
+        if origin is not None and not matches(origin, self._origins):
+            await _refuse(send, 403, "invalid Origin header")
+            return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,121 @@
+"""The MCP protocol face, assembled on the official SDK's low-level ``Server``.
+
+The low-level server serves each tool's JSON Schema exactly as the resource
+wrote it. Handlers only translate between MCP messages and the
+:class:`~mcp_server.gateway.ToolGateway`; the caller was authenticated by the
+HTTP layer before the message reached the SDK (see :mod:`mcp_server.http`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp_types as types
+from mcp.server.caching import CacheHint
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import ListenHandler
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from link import __version__
+from mcp_server.catalog import InvalidArguments
+from mcp_server.gateway import Caller, ToolGateway, UnknownTool
+from mcp_server.notify import ListChangedNotifier
+
+__all__ = ["CALLER_SCOPE_KEY", "build_server", "caller_of"]
+
+CALLER_SCOPE_KEY = "stoa.caller"
+
+_INSTRUCTIONS = (
+    "Tools of the STOA platform. Each call is authenticated, authorised by policy, rate limited and "
+    "metered by the gateway; an upstream failure comes back as a tool error carrying the HTTP status."
+)
+
+
+def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
+    """The caller the HTTP layer authenticated for this message."""
+    request = ctx.request
+    scope = getattr(request, "scope", None)
+    caller = scope.get(CALLER_SCOPE_KEY) if isinstance(scope, dict) else None
+    if not isinstance(caller, Caller):
+        # Only reachable if a transport bypassed the HTTP layer: refuse rather than guess.
+        raise MCPError(types.INVALID_REQUEST, "unauthenticated transport")
+    return caller
+
+
+class _TrackConnections:
+    """Server middleware: remember handshake-era connections for list_changed notifications."""
+
+    def __init__(self, notifier: ListChangedNotifier) -> None:
+        self._notifier = notifier
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            # The SDK exposes the connection only privately on the per-request session.
+            self._notifier.track(getattr(ctx.session, "_connection", None))
+        return await call_next(ctx)
+
+
+class _GatewayServer(Server[Any]):
+    """The SDK server, advertising ``tools.listChanged`` on every transport.
+
+    The Streamable HTTP session manager builds the handshake options itself,
+    without NotificationOptions, so the default is changed here.
+    """
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+def build_server(gateway: ToolGateway, notifier: ListChangedNotifier) -> Server[Any]:
+    """The low-level MCP server: tools/list, tools/call and subscriptions/listen."""
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> dict[str, Any]:
+        # A plain dict skips building 10,000 pydantic models; the SDK still checks the wire shape.
+        result: dict[str, Any] = {"tools": await gateway.list_tools(caller_of(ctx))}
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            result["resultType"] = "complete"
+        return result
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> dict[str, Any]:
+        caller = caller_of(ctx)
+        try:
+            result = await gateway.call(caller, params.name, params.arguments)
+        except UnknownTool:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}") from None
+        except InvalidArguments as exc:
+            raise MCPError(types.INVALID_PARAMS, f"Invalid arguments for tool {params.name}: {exc}",
+                           data={"field": exc.field, "reason": exc.reason}) from None
+        wire = result.as_mcp()
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            wire["resultType"] = "complete"
+        return wire
+
+    server: Server[Any] = _GatewayServer(
+        "stoa-link",
+        version=__version__,
+        title="STOA Link MCP server",
+        instructions=_INSTRUCTIONS,
+        on_list_tools=list_tools,  # type: ignore[arg-type]
+        on_call_tool=call_tool,  # type: ignore[arg-type]
+        on_subscriptions_listen=ListenHandler(notifier.bus),
+        # A caller's list depends on its tenant and on policy: never shared, re-fetched freely.
+        cache_hints={"tools/list": CacheHint(ttl_ms=0, scope="private")},
+    )
+    server.middleware.append(_TrackConnections(notifier))
+    return server
