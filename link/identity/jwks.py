@@ -231,7 +231,7 @@ class IssuerKeys:
             if self._clock() >= self._fresh_until:
                 self._kick()  # stale but usable: refresh in the background, answer now
             return key
-        await self._refresh_for_miss()
+        await self.refresh_if_allowed()
         key = self.lookup(kid, alg)
         if key is not None:
             return key
@@ -239,7 +239,8 @@ class IssuerKeys:
             raise unavailable(Reason.KEYS_UNAVAILABLE, "signing keys unavailable")
         raise invalid_token(Reason.UNKNOWN_KEY, "unknown signing key")
 
-    async def _refresh_for_miss(self) -> None:
+    async def refresh_if_allowed(self) -> None:
+        """Refresh on a miss: join a fetch under way, else fetch if the minimum interval has passed."""
         if self._inflight is not None and not self._inflight.done():
             await asyncio.shield(self._inflight)
         elif self._clock() - self._last_attempt >= self._timing.min_refresh_interval_s:

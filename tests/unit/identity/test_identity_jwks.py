@@ -225,3 +225,21 @@ def test_parse_jwks_keeps_only_public_signing_keys() -> None:
 def test_parse_jwks_rejects_documents_without_usable_keys(doc: object) -> None:
     with pytest.raises(FetchError):
         parse_jwks(doc)
+
+
+async def test_rotation_without_kids_is_found_through_a_refresh(idp: IdpDouble) -> None:
+    import jwt
+
+    clock = FakeClock()
+    phase = phase_with_clock(idp, clock)
+    await phase.start()
+    try:
+        new = idp.issuer.rotate("RS256", keep_old=False)
+        token = jwt.encode(idp.issuer.claims(sub="kidless"), new.private_key, algorithm="RS256")
+        refused = await phase(ctx_for(bearer(token)))  # inside the interval: no refresh, old key fails
+        assert refused is not None and refused.reason == "bad_signature" and idp.jwks_fetches == 1
+        clock.now += 11
+        assert await phase(ctx_for(bearer(token))) is None
+        assert idp.jwks_fetches == 2
+    finally:
+        await phase.stop()
