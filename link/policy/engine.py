@@ -27,7 +27,7 @@ from regopy.rego_shared import (
 )
 
 from link.policy.refs import FULL, PolicyScan, called_functions, defined_functions, scan_policies
-from link.policy.regoerrors import RegoProblem, parse_rego_errors
+from link.policy.regoerrors import RegoProblem, explain_build_failure, parse_rego_errors
 from link.policy.regoinput import InputConversionError, InputTree
 from link.policy.sources import PolicySource
 
@@ -169,7 +169,8 @@ class CompiledPolicy:
         except RegoError as exc:
             raise PolicyCompileError(parse_rego_errors(str(exc), modules)) from None
         if not self._bundle.ok():
-            raise PolicyCompileError([RegoProblem(next(iter(modules)), 0, "the policy bundle did not build")])
+            raise PolicyCompileError(explain_build_failure(modules, source.data, self.entrypoint)
+                                     or [RegoProblem(next(iter(modules)), 0, "the policy did not compile")])
         self._runner = _quiet_interpreter()
         self._lock = threading.Lock()  # one rego-cpp interpreter is not safe to share between threads
         cacheable = self.scan.deterministic and not any(_reads(self.scan.needs, p) for p in _UNIQUE_PATHS)
