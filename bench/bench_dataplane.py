@@ -31,27 +31,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
-from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources  # noqa: E402
-from envoy_data_plane.envoy.config.core.v3 import Address, DataSource, SocketAddress  # noqa: E402
-from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener  # noqa: E402
-from envoy_data_plane.envoy.config.route.v3 import (  # noqa: E402
+import yaml
+from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.core.v3 import Address, DataSource, SocketAddress
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     Route,
     RouteConfiguration,
     RouteMatch,
     VirtualHost,
 )
-from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router  # noqa: E402
-from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: E402
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpFilter,
 )
-from envoy_data_plane.google.protobuf import Any as AnyProto  # noqa: E402
+from envoy_data_plane.google.protobuf import Any as AnyProto
 
-from link.envoyconf import EnvoyOptions, build_bootstrap, render_yaml  # noqa: E402
-from tests.harness.envoy import EnvoyProcess  # noqa: E402
-from tests.harness.procs import ManagedProcess, free_port, wait_for_port  # noqa: E402
+from link.envoyconf import EnvoyOptions, build_bootstrap, render_yaml
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.procs import ManagedProcess, free_port, wait_for_port
 
 API_KEY = "bench-key-0001"
 

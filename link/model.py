@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 TenantId = str
 ConsumerId = str
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """The metering ``status`` of a request (shared/CONTRACTS.md)."""
 
     SUCCESS = "success"
@@ -29,7 +29,7 @@ class Outcome(str, Enum):
     INVALID = "invalid"
 
 
-class CredentialKind(str, Enum):
+class CredentialKind(StrEnum):
     JWT = "jwt"
     API_KEY = "api_key"
     MTLS = "mtls"

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 
+import uvicorn
+
 from link.admin import admin_server
 from link.app import LinkApp
 from link.grpc.server import GrpcServer
@@ -23,7 +25,7 @@ class LinkRuntime:
         self.app = LinkApp(settings)
         self.grpc: GrpcServer | None = None
         self._admin_task: asyncio.Task[None] | None = None
-        self._admin = None  # type: ignore[var-annotated]
+        self._admin: uvicorn.Server | None = None
         self.admin_port = 0
 
     @property

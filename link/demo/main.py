@@ -22,7 +22,7 @@ import yaml
 from link.demo.upstream import DemoUpstream
 from link.envoyconf import EnvoyOptions, build_bootstrap, render_yaml
 
-DEMO_API_KEY = "demo-key-acme-123"  # noqa: S105 (a demo credential, printed on purpose)
+DEMO_API_KEY = "demo-key-acme-123"
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -66,7 +66,7 @@ class DemoUpstream:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> DemoUpstream:
         self._thread.start()

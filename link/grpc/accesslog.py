@@ -111,7 +111,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
     def __init__(self, bus: OutcomeBus) -> None:
         self._bus = bus
 
-    async def StreamAccessLogs(  # noqa: N802 (gRPC method name)
+    async def StreamAccessLogs(
         self,
         request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage],
         context: grpc.aio.ServicerContext[Any, Any],

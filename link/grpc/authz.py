@@ -102,7 +102,7 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     if decision.body is not None:
         headers.append(_header("content-type", decision.content_type))
     denied = external_auth_pb2.DeniedHttpResponse(
-        status=http_status_pb2.HttpStatus(code=decision.http_status),  # type: ignore[arg-type]
+        status=http_status_pb2.HttpStatus(code=decision.http_status),
         headers=headers,
         body=(decision.body or b"").decode("utf-8", "replace"),
     )
@@ -120,7 +120,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    async def Check(  # noqa: N802 (gRPC method name)
+    async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> external_auth_pb2.CheckResponse:
         try:

@@ -68,7 +68,7 @@ def _immediate(decision: Decision) -> ep.ProcessingResponse:
         headers.append(_set("content-type", decision.content_type))
     return ep.ProcessingResponse(
         immediate_response=ep.ImmediateResponse(
-            status=http_status_pb2.HttpStatus(code=decision.http_status),  # type: ignore[arg-type]
+            status=http_status_pb2.HttpStatus(code=decision.http_status),
             headers=ep.HeaderMutation(set_headers=headers),
             body=decision.body or b"",
             details=decision.reason,
@@ -105,7 +105,7 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
         self._sink = exchange_sink
         self._cap = body_cap
 
-    async def Process(  # noqa: N802 (gRPC method name)
+    async def Process(
         self,
         request_iterator: AsyncIterator[ep.ProcessingRequest],
         context: grpc.aio.ServicerContext[Any, Any],

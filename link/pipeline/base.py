@@ -8,12 +8,11 @@ what the phases gathered into the allowing decision.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
-
-import logging
 
 from link.model import Decision, Outcome, Request, RequestContext, RouteMatch
 

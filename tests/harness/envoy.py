@@ -10,9 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.harness.procs import ManagedProcess, free_port, wait_for_port
-
 from link.envoyconf import EnvoyOptions, build_bootstrap, render_yaml
+from tests.harness.procs import ManagedProcess, free_port, wait_for_port
 
 
 def envoy_binary() -> str:
