@@ -1,3 +1,4 @@
+# ruff: noqa: E402
 """Data-plane benchmark: Envoy alone vs Envoy + Link, against the same upstream, in one run.
 
     python bench/bench_dataplane.py [--duration 5] [--connections 16] [--workers 1]
