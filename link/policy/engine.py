@@ -80,8 +80,8 @@ _TRIAL_INPUT: dict[str, Any] = {
 }
 
 
-def _reads(needs: Mapping[str, Any] | None, path: Sequence[str]) -> bool:
-    node: Mapping[str, Any] | None = needs
+def _reads(needs: Mapping[Any, Any] | None, path: Sequence[str]) -> bool:
+    node: Mapping[Any, Any] | None = needs
     for key in path:
         if node is None or node is FULL:
             return True
@@ -182,7 +182,7 @@ class CompiledPolicy:
             raise PolicyCompileError(parse_rego_errors(str(exc), modules, next(iter(modules)))) from None
 
     @property
-    def needs(self) -> Mapping[str, Any] | None:
+    def needs(self) -> Mapping[Any, Any] | None:
         """The parts of the input the policy reads (None: all of it)."""
         return self.scan.needs
 
