@@ -8,6 +8,8 @@ The namespace of a resource is its tenant.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -260,14 +262,29 @@ def _metadata(manifest: Mapping[str, Any], kind: str) -> tuple[str, str, int, st
     return name, namespace, generation, str(rv)
 
 
-def _json_schema(value: Any, where: str) -> dict[str, Any]:
-    schema = dict(_mapping(value, where))
+@functools.lru_cache(maxsize=4096)
+def _schema_problem(canonical: str) -> tuple[str, str] | None:
+    """(path, message) of what is wrong with a JSON Schema, or None; cached because checking is slow
+    (about a millisecond) and a registry re-list checks every schema again."""
+    schema = json.loads(canonical)
     cls = _js_validators.validator_for(schema, default=_js_validators.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except _js_exceptions.SchemaError as exc:
         path = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in exc.path)
-        raise ResourceError(f"{where}{path}", f"not a valid JSON Schema: {exc.message}") from None
+        return path, exc.message
+    return None
+
+
+def _json_schema(value: Any, where: str) -> dict[str, Any]:
+    schema = dict(_mapping(value, where))
+    try:
+        canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        raise ResourceError(where, "must be plain JSON") from None
+    problem = _schema_problem(canonical)
+    if problem is not None:
+        raise ResourceError(f"{where}{problem[0]}", f"not a valid JSON Schema: {problem[1]}")
     return schema
 
 

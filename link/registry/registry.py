@@ -13,6 +13,7 @@ event loop must hop onto it with ``call_soon_threadsafe``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -59,6 +60,28 @@ def _identity(manifest: Any) -> tuple[str, str, str]:
     return (str(manifest.get("kind") or ""), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+def _resource_version(manifest: Mapping[str, Any]) -> str:
+    meta = manifest.get("metadata")
+    return str(meta.get("resourceVersion", "")) if isinstance(meta, Mapping) else ""
+
+
+def _fingerprint(manifest: Mapping[str, Any]) -> str | None:
+    """What decides a resource's parse: everything but its status and bookkeeping metadata."""
+    meta = manifest.get("metadata")
+    if not isinstance(meta, Mapping):
+        return None
+    relevant = {
+        "apiVersion": manifest.get("apiVersion"),
+        "kind": manifest.get("kind"),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "generation")},
+        "spec": manifest.get("spec"),
+    }
+    try:
+        return json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
 def _same(a: Tool | ToolSet, b: Tool | ToolSet) -> bool:
     """Equal apart from resourceVersion (a status write alone must not look like a change)."""
     return dataclasses.replace(a, resource_version=b.resource_version) == b
@@ -75,6 +98,8 @@ class ToolRegistry:
         self._federated: dict[tuple[str, str], tuple[Tool, ...]] = {}
         self._toolset_status: dict[tuple[str, str], ToolSetStatus] = {}
         self._errors: dict[ResourceKey, ResourceError] = {}
+        # (kind, namespace, name) -> (fingerprint, parsed resource): skips re-parsing unchanged manifests.
+        self._parsed: dict[ResourceKey, tuple[str, Tool | ToolSet]] = {}
         self._listeners: list[Listener] = []
         self._views: dict[str, _View] = {}
         self._loaded_kinds: set[str] = set()
@@ -238,15 +263,23 @@ class ToolRegistry:
         return unsubscribe
 
     # -- internals ------------------------------------------------------------
-    @staticmethod
-    def _parse(kind: str, manifest: Mapping[str, Any]) -> Tool | ToolSet:
+    def _parse(self, kind: str, manifest: Mapping[str, Any]) -> Tool | ToolSet:
         if isinstance(manifest, RefusedManifest):
             raise manifest.error
-        if kind == "Tool":
-            return parse_tool(manifest)
-        if kind == "ToolSet":
-            return parse_toolset(manifest)
-        raise ResourceError("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+        if kind not in KINDS:
+            raise ResourceError("kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+        # A full re-list repeats thousands of unchanged resources: reuse their parse.
+        key = _identity(manifest)
+        fingerprint = _fingerprint(manifest)
+        hit = self._parsed.get(key)
+        if fingerprint is not None and hit is not None and hit[0] == fingerprint:
+            rv = _resource_version(manifest)
+            return hit[1] if hit[1].resource_version == rv else dataclasses.replace(hit[1], resource_version=rv)
+        resource = parse_tool(manifest) if kind == "Tool" else parse_toolset(manifest)
+        if fingerprint is not None:
+            with self._lock:
+                self._parsed[key] = (fingerprint, resource)
+        return resource
 
     def _put(self, resource: Tool | ToolSet) -> bool:
         """Store a resource (lock held); True when it changed anything visible."""
@@ -263,6 +296,7 @@ class ToolRegistry:
         return True
 
     def _remove(self, kind: str, key: tuple[str, str]) -> bool:
+        self._parsed.pop((kind, key[0], key[1]), None)
         if kind == "Tool":
             if self._tools.pop(key, None) is None:
                 return False
