@@ -81,11 +81,32 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
 
 
 def metadata_struct(metadata: dict[str, Any]) -> struct_pb2.Struct:
+    """A Struct of the decision's metadata; empty values are left out (this runs on every request)."""
     s = struct_pb2.Struct()
-    # Struct only holds JSON values; anything else is stringified rather than dropped.
-    s.update({k: v if isinstance(v, str | int | float | bool | type(None) | list | dict) else str(v)
-              for k, v in metadata.items()})
+    fields = s.fields
+    for key, value in metadata.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, str):
+            fields[key].string_value = value
+        elif isinstance(value, bool):
+            fields[key].bool_value = value
+        elif isinstance(value, int | float):
+            fields[key].number_value = value
+        elif isinstance(value, list | dict):
+            fields[key].CopyFrom(_value(value))
+        else:  # Struct holds only JSON values: anything else is stringified rather than dropped.
+            fields[key].string_value = str(value)
     return s
+
+
+def _value(value: Any) -> struct_pb2.Value:
+    v = struct_pb2.Value()
+    if isinstance(value, dict):
+        v.struct_value.update(value)
+    else:
+        v.list_value.extend(value)
+    return v
 
 
 def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:

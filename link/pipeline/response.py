@@ -43,11 +43,10 @@ class ResponsePhase:
         route = ctx.route
         meta = decision.metadata
         meta.update(ctx.metadata)
+        # Envoy's access log already carries the request id and status; only what it cannot know goes here.
         meta["decision_id"] = ctx.decision_id
-        meta["request_id"] = req.request_id
         meta["outcome"] = decision.outcome.value
         meta["reason"] = decision.reason
-        meta["http_status"] = decision.http_status
         meta["tenant"] = p.tenant or (route.tenant if route and route.tenant else "")
         meta["consumer"] = p.consumer
         meta["subject"] = p.subject
