@@ -36,6 +36,7 @@ import contextlib
 import copy
 import datetime as _dt
 import json
+import select
 import socket
 import threading
 import time
@@ -284,6 +285,10 @@ class FakeKubeApi:
         with self._cond:
             self._faults.append(_Fault(verb, code, times))
 
+    def clear_faults(self) -> None:
+        with self._cond:
+            self._faults.clear()
+
     # -- internals (called by the handler) ------------------------------------
     def _record(self, key: tuple[str, str, str], event: str, obj: dict[str, Any], *, silent: bool) -> None:
         st = self._state
@@ -512,11 +517,22 @@ class _Handler(BaseHTTPRequestHandler):
                     cursor = st.rv
                     if pending:
                         break
-                    wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+                    if self._peer_closed():
+                        self.close_connection = True
+                        return
+                    wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
                     fake._cond.wait(wait)
             if not pending:
                 self.wfile.write(b"0\r\n\r\n")  # clean end (timeoutSeconds or shutdown)
                 return
+
+    def _peer_closed(self) -> bool:
+        """True when the client hung up (a watch client sends nothing, so readable means EOF)."""
+        try:
+            ready, _, _ = select.select([self.connection], [], [], 0)
+            return bool(ready) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def do_PATCH(self) -> None:
         route = self._route()

@@ -1,0 +1,439 @@
+"""KubernetesSource against a local server speaking the Kubernetes list/watch protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s_client
+
+from link.registry import build_source
+from link.registry.kubernetes import KubernetesConfigError, KubernetesSource
+from link.registry.registry import ToolRegistry
+from link.settings import RegistrySettings, load_settings
+from tests.harness.kube_api import FakeKubeApi, fake_kube_api
+
+TOKEN = "test-token"
+ALL_TOOLS = "tools in all namespaces"
+
+
+def tool(name: str, ns: str = "acme", **spec: Any) -> dict[str, Any]:
+    body = {"displayName": name.title(), "description": f"The {name} tool",
+            "endpoint": "https://api.example/items/{id}", "method": "GET",
+            "inputSchema": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}
+    body.update(spec)
+    return {"apiVersion": "gostoa.dev/v1alpha1", "kind": "Tool",
+            "metadata": {"name": name, "namespace": ns}, "spec": body}
+
+
+def toolset(name: str, ns: str = "acme", **spec: Any) -> dict[str, Any]:
+    body = {"upstream": {"url": "https://mcp.example/mcp"}, "prefix": "kb_"}
+    body.update(spec)
+    return {"apiVersion": "gostoa.dev/v1alpha1", "kind": "ToolSet",
+            "metadata": {"name": name, "namespace": ns}, "spec": body}
+
+
+def client_for(api: FakeKubeApi, token: str = TOKEN) -> k8s_client.ApiClient:
+    cfg = k8s_client.Configuration()
+    cfg.host = api.url
+    cfg.api_key = {"BearerToken": token}
+    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    return k8s_client.ApiClient(cfg)
+
+
+async def eventually(predicate: Callable[[], Any], within: float = 10.0, what: str = "") -> None:
+    """Poll until ``predicate()`` is truthy (bounded); the source works in threads, so just yield."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+async def quiet(src: KubernetesSource, kube: FakeKubeApi) -> None:
+    """Both watches open, status written, and the write's own event seen: nothing more will happen."""
+    await eventually(lambda: kube.open_watches() == 2)
+    await eventually(lambda: not src.status_writes_pending()
+                     and src.resource_versions()[ALL_TOOLS] == str(kube.resource_version), what="quiet")
+
+
+def names(registry: ToolRegistry, tenant: str = "acme") -> list[str]:
+    return [t.name for t in registry.tools(tenant)]
+
+
+def status(api: FakeKubeApi, kind: str, name: str, ns: str = "acme") -> dict[str, Any]:
+    obj = api.get(kind, ns, name)
+    return dict((obj or {}).get("status") or {})
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKubeApi]:
+    with fake_kube_api(token=TOKEN) as api:
+        yield api
+
+
+Factory = Callable[..., Awaitable[tuple[KubernetesSource, ToolRegistry]]]
+
+
+@pytest.fixture
+async def make_source(kube: FakeKubeApi) -> AsyncIterator[Factory]:
+    started: list[KubernetesSource] = []
+
+    async def make(namespaces: list[str] | None = None, token: str = TOKEN,
+                   **kw: Any) -> tuple[KubernetesSource, ToolRegistry]:
+        registry = ToolRegistry()
+        settings = RegistrySettings(source="kubernetes", namespaces=namespaces or [])
+        kw.setdefault("backoff_initial_s", 0.02)
+        kw.setdefault("backoff_max_s", 0.2)
+        src = KubernetesSource(registry, settings, client_for(kube, token), **kw)
+        started.append(src)
+        await src.start()
+        return src, registry
+
+    yield make
+    for src in started:
+        await src.stop()
+        assert src.threads_alive() == []
+
+
+# -- list, then watch ---------------------------------------------------------
+
+
+async def test_lists_then_follows_add_modify_delete(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("get-item"))
+    kube.apply(tool("other-item", ns="globex"))
+    kube.apply(toolset("kb"))
+    src, registry = await make_source()
+
+    # start() waits for the first list of both kinds.
+    assert src.readiness()[0] is True
+    assert registry.ready
+    assert names(registry) == ["get-item"]
+    assert names(registry, "globex") == ["other-item"]
+    assert [s.name for s in registry.toolsets("acme")] == ["kb"]
+
+    kube.apply(tool("create-item", method="POST"))
+    await eventually(lambda: "create-item" in names(registry), what="ADDED")
+    created = registry.tool("acme", "create-item")
+    assert created is not None and created.method == "POST"
+
+    kube.apply(tool("get-item", description="Fetch one item, fresh"))
+    await eventually(lambda: registry.tool("acme", "get-item").description == "Fetch one item, fresh",  # type: ignore[union-attr]
+                     what="MODIFIED")
+    assert registry.tool("acme", "get-item").generation == 2  # type: ignore[union-attr]
+
+    kube.delete("Tool", "globex", "other-item")
+    kube.delete("ToolSet", "acme", "kb")
+    await eventually(lambda: names(registry, "globex") == [] and registry.toolsets("acme") == [],
+                     what="DELETED")
+    assert names(registry) == ["create-item", "get-item"]
+
+
+async def test_list_is_paged(kube: FakeKubeApi, make_source: Factory) -> None:
+    for i in range(5):
+        kube.apply(tool(f"t{i}"))
+    _src, registry = await make_source(page_size=2)
+    assert names(registry) == [f"t{i}" for i in range(5)]
+    tool_lists = [r for r in kube.list_requests() if r.path.endswith("/tools")]
+    assert len(tool_lists) == 3
+    assert [r.query.get("limit") for r in tool_lists] == ["2", "2", "2"]
+    assert sum(1 for r in tool_lists if r.query.get("continue")) == 2
+
+
+async def test_namespaces_limit_what_is_watched(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("mine"))
+    kube.apply(tool("theirs", ns="globex"))
+    src, registry = await make_source(namespaces=["acme"])
+    assert names(registry) == ["mine"]
+    assert names(registry, "globex") == []
+    paths = {r.path for r in kube.requests}
+    assert "/apis/gostoa.dev/v1alpha1/namespaces/acme/tools" in paths
+    assert not any("globex" in p or p.endswith("v1alpha1/tools") for p in paths)
+
+    kube.apply(tool("theirs-2", ns="globex"))
+    kube.apply(tool("mine-2"))
+    await eventually(lambda: "mine-2" in names(registry))
+    assert names(registry, "globex") == []
+    assert set(src.resource_versions()) == {"tools in acme", "toolsets in acme"}
+
+
+# -- status -------------------------------------------------------------------
+
+
+async def test_status_reports_ready_and_observed_generation(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("get-item"))
+    kube.apply(toolset("kb"))
+    await make_source()
+    await eventually(lambda: status(kube, "Tool", "get-item").get("ready") is True)
+    st = status(kube, "Tool", "get-item")
+    assert st["message"] == ""
+    assert st["observedGeneration"] == 1
+    [cond] = st["conditions"]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Ready", "True", "Accepted")
+    assert cond["observedGeneration"] == 1
+    await eventually(lambda: status(kube, "ToolSet", "kb").get("ready") is True)
+    write = kube.writes_for("Tool", "acme", "get-item")[0]
+    assert write.method == "PATCH" and write.content_type == "application/merge-patch+json"
+
+    kube.apply(tool("get-item", description="v2"))
+    await eventually(lambda: status(kube, "Tool", "get-item").get("observedGeneration") == 2)
+    assert status(kube, "Tool", "get-item")["ready"] is True
+
+
+async def test_invalid_resource_is_skipped_with_a_precise_status(
+        kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("get-item"))
+    # Passes the CRD schema but not Link: the placeholder is not an argument.
+    kube.apply(tool("broken", endpoint="https://api.example/items/{itemId}"))
+    _src, registry = await make_source()
+
+    assert names(registry) == ["get-item"]
+    assert ("Tool", "acme", "broken") in registry.errors()
+    await eventually(lambda: status(kube, "Tool", "broken").get("ready") is False)
+    st = status(kube, "Tool", "broken")
+    # The message is the registry's precise error, naming the field.
+    assert st["message"] == str(registry.errors()[("Tool", "acme", "broken")])
+    assert st["message"].startswith("spec.endpoint: ") and "{itemId}" in st["message"]
+    assert st["conditions"][0]["reason"] == "Invalid" and st["conditions"][0]["status"] == "False"
+
+    # A bad edit of a served tool: the previous good version stays, the status says why.
+    kube.apply(tool("get-item", method="FETCH"))
+    await eventually(lambda: status(kube, "Tool", "get-item").get("observedGeneration") == 2)
+    st = status(kube, "Tool", "get-item")
+    assert st["ready"] is False
+    assert st["message"].startswith("spec.method: ") and "FETCH" in st["message"]
+    assert st["message"].endswith("(still serving generation 1)")
+    served = registry.tool("acme", "get-item")
+    assert served is not None and served.method == "GET" and served.generation == 1
+
+    # Fixing it makes it ready again.
+    kube.apply(tool("broken", endpoint="https://api.example/items/{id}"))
+    await eventually(lambda: status(kube, "Tool", "broken").get("ready") is True)
+    assert status(kube, "Tool", "broken")["message"] == ""
+    assert "broken" in names(registry)
+    assert ("Tool", "acme", "broken") not in registry.errors()
+
+
+async def test_status_is_written_only_when_it_changes(kube: FakeKubeApi, make_source: Factory) -> None:
+    for n in ("a", "b", "c"):
+        kube.apply(tool(n))
+    src, _registry = await make_source()
+    await eventually(lambda: all(status(kube, "Tool", n).get("ready") for n in ("a", "b", "c")))
+    await eventually(lambda: not src.status_writes_pending())
+
+    # Our writes came back as MODIFIED events; none of them caused another write.
+    kube.apply(tool("b", description="changed"))
+    await eventually(lambda: status(kube, "Tool", "b").get("observedGeneration") == 2)
+    await eventually(lambda: not src.status_writes_pending())
+    assert [len(kube.writes_for("Tool", "acme", n)) for n in ("a", "b", "c")] == [1, 2, 1]
+
+    # A second Link (or a restart) finds every status already right and writes nothing.
+    writes = len(kube.status_writes)
+    src2, _ = await make_source()
+    await eventually(lambda: not src2.status_writes_pending())
+    assert len(kube.status_writes) == writes
+
+
+async def test_status_keeps_other_writers_conditions(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(toolset("kb"))
+    src, _ = await make_source()
+    await eventually(lambda: status(kube, "ToolSet", "kb").get("ready") is True)
+    await eventually(lambda: not src.status_writes_pending())
+    ready_cond = status(kube, "ToolSet", "kb")["conditions"][0]
+    # Federation reports on the upstream in the same status; a later spec change must keep it.
+    obj = kube.get("ToolSet", "acme", "kb")
+    assert obj is not None
+    connected = {"type": "Connected", "status": "True", "reason": "Synced", "message": ""}
+    conditions = [*obj["status"]["conditions"], connected]
+    obj["status"] = {**obj["status"], "connected": True, "conditions": conditions}
+    c = client_for(kube)
+    k8s_client.CustomObjectsApi(c).replace_namespaced_custom_object_status(
+        "gostoa.dev", "v1alpha1", "acme", "toolsets", "kb", obj)
+    kube.apply(toolset("kb", prefix="docs_"))
+    await eventually(lambda: status(kube, "ToolSet", "kb").get("observedGeneration") == 2)
+    st = status(kube, "ToolSet", "kb")
+    assert st["connected"] is True
+    assert [c["type"] for c in st["conditions"]] == ["Connected", "Ready"]
+    # Still ready: the transition time did not move.
+    assert st["conditions"][1]["lastTransitionTime"] == ready_cond["lastTransitionTime"]
+
+
+async def test_status_writes_can_be_turned_off(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("a"))
+    _src, registry = await make_source(write_status=False)
+    kube.apply(tool("b"))
+    await eventually(lambda: "b" in names(registry))
+    assert kube.status_writes == []
+
+
+# -- trouble --------------------------------------------------------------------
+
+
+async def test_gone_during_watch_lists_again(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("kept"))
+    kube.apply(tool("removed"))
+    _src, registry = await make_source()
+    await eventually(lambda: kube.open_watches() == 2, what="both watches open")
+    lists_before = len([r for r in kube.list_requests() if r.path.endswith("/tools")])
+
+    # Changes whose events were compacted away: only a new list can reveal them.
+    kube.delete("Tool", "acme", "removed", silent=True)
+    kube.apply(tool("appeared"), silent=True)
+    kube.apply(tool("kept", description="changed behind the watch"), silent=True)
+    kube.expire_history()  # open watches get an ERROR event with a 410 Status
+
+    await eventually(lambda: names(registry) == ["appeared", "kept"], what="re-list")
+    assert registry.tool("acme", "kept").description == "changed behind the watch"  # type: ignore[union-attr]
+    assert len([r for r in kube.list_requests() if r.path.endswith("/tools")]) == lists_before + 1
+    # It watches again from the new list's resourceVersion and keeps following changes.
+    kube.apply(tool("later"))
+    await eventually(lambda: "later" in names(registry))
+
+
+async def test_gone_when_resuming_lists_again(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("a"))
+    _src, registry = await make_source()
+    await eventually(lambda: kube.open_watches() == 2)
+    lists_before = len(kube.list_requests())
+    kube.apply(tool("b"), silent=True)
+    kube.fail_next("watch", 410, times=2)  # the resumed watch is refused with 410 Gone
+    kube.drop_watches()
+    await eventually(lambda: names(registry) == ["a", "b"], what="re-list after 410")
+    assert len(kube.list_requests()) == lists_before + 2  # both kinds listed again
+
+
+async def test_dropped_connection_resumes_from_last_resource_version(
+        kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("a"))
+    src, registry = await make_source()
+    await quiet(src, kube)
+    lists_before = len(kube.list_requests())
+    seen = src.resource_versions()[ALL_TOOLS]
+    watches_before = len(kube.watch_requests())
+
+    kube.drop_watches()
+    kube.apply(tool("b"))
+    await eventually(lambda: "b" in names(registry), what="event after reconnect")
+    kube.apply(tool("c"))
+    await eventually(lambda: "c" in names(registry))
+
+    assert len(kube.list_requests()) == lists_before  # resumed, not re-listed
+    resumed = [r for r in kube.watch_requests()[watches_before:] if r.path.endswith("/tools")]
+    assert resumed and resumed[0].query["resourceVersion"] == seen
+
+
+async def test_bookmarks_move_the_resume_point(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("a"))
+    src, _registry = await make_source()
+    await quiet(src, kube)
+    assert all(r.query.get("allowWatchBookmarks") == "true" for r in kube.watch_requests())
+    rv = kube.bookmark(advance=7)
+    await eventually(lambda: src.resource_versions()[ALL_TOOLS] == str(rv), what="bookmark")
+    watches_before = len(kube.watch_requests())
+    kube.drop_watches()
+    await eventually(lambda: any(r.path.endswith("/tools") for r in kube.watch_requests()[watches_before:]))
+    resumed = [r for r in kube.watch_requests()[watches_before:] if r.path.endswith("/tools")]
+    assert resumed[0].query["resourceVersion"] == str(rv)
+
+
+async def test_errors_back_off_then_recover(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("a"))
+    kube.fail_next("list", 500, times=3)
+    _src, registry = await make_source()
+    assert names(registry) == ["a"]
+    # Three failed lists (whichever kind drew them) were retried: two kinds, five lists in all.
+    assert len(kube.list_requests()) == 5
+
+
+async def test_not_ready_until_listed_and_says_why(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("a"))
+    kube.fail_next("list", 403, times=10_000)
+    src, registry = await make_source(initial_sync_timeout_s=0.05)
+    await eventually(lambda: "403" in src.readiness()[1])
+    ok, detail = src.readiness()
+    assert ok is False
+    assert "waiting for the first list" in detail
+    assert "grant list and watch on tools.gostoa.dev" in detail
+    assert names(registry) == []
+
+    kube.clear_faults()
+    await eventually(lambda: src.readiness()[0], what="ready after recovery")
+    assert names(registry) == ["a"]
+    assert "403" not in src.readiness()[1]
+
+
+async def test_missing_crd_is_named(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.fail_next("list", 404, times=10_000)
+    src, _ = await make_source(initial_sync_timeout_s=0.05)
+    await eventually(lambda: "404" in src.readiness()[1])
+    assert "kubectl apply -f deploy/crds/" in src.readiness()[1]
+
+
+async def test_wrong_token_is_not_ready(kube: FakeKubeApi, make_source: Factory) -> None:
+    src, _ = await make_source(token="wrong", initial_sync_timeout_s=0.05)
+    await eventually(lambda: "401" in src.readiness()[1])
+    assert src.readiness()[0] is False
+
+
+# -- lifecycle ----------------------------------------------------------------------
+
+
+async def test_stop_ends_every_thread_and_watch(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(tool("a"))
+    src, _ = await make_source(watch_timeout_s=3600, idle_timeout_s=3600)
+    await eventually(lambda: kube.open_watches() == 2)
+    assert len(src.threads_alive()) == 3  # two streams and the status writer
+    await src.stop()
+    assert src.threads_alive() == []
+    await eventually(lambda: kube.open_watches() == 0, what="watch connections closed")
+
+
+async def test_stop_while_the_server_is_gone(kube: FakeKubeApi, make_source: Factory) -> None:
+    src, _ = await make_source(backoff_initial_s=60, backoff_max_s=60)
+    await eventually(lambda: kube.open_watches() == 2)
+    kube.stop()  # watches break; the loops sit in a backoff far longer than stop's bound
+    await eventually(lambda: all(d["phase"] == "backoff" for d in src.describe().values()),
+                     what="both loops in backoff")
+    await src.stop()
+    assert src.threads_alive() == []
+
+
+async def test_kubeconfig_from_settings(kube: FakeKubeApi, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "local", "cluster": {"server": kube.url}}],
+        "users": [{"name": "link", "user": {"token": TOKEN}}],
+        "contexts": [{"name": "test", "context": {"cluster": "local", "user": "link"}}],
+    }))
+    kube.apply(tool("a"))
+    settings = load_settings(env={}, overrides={"registry.source": "kubernetes",
+                                                "registry.kubeconfig": str(kubeconfig)})
+    registry = ToolRegistry()
+    src = build_source(registry, settings)
+    assert isinstance(src, KubernetesSource)
+    await src.start()
+    try:
+        assert src.readiness()[0] is True
+        assert names(registry) == ["a"]
+    finally:
+        await src.stop()
+    assert src.threads_alive() == []
+
+
+async def test_unusable_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
+    settings = RegistrySettings(source="kubernetes", kubeconfig=str(tmp_path / "missing"))
+    src = KubernetesSource(ToolRegistry(), settings)
+    with pytest.raises(KubernetesConfigError, match=r"^registry\.kubeconfig: "):
+        await src.start()
+
+
+def test_bad_namespace_setting_is_refused() -> None:
+    settings = RegistrySettings(source="kubernetes", namespaces=["Not_A_Namespace"])
+    with pytest.raises(ValueError, match=r"registry\.namespaces: 'Not_A_Namespace'"):
+        KubernetesSource(ToolRegistry(), settings)
