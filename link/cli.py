@@ -74,8 +74,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.mode == "edge-mcp":
         return _run_mcp(settings)
     from link.runtime import serve_forever
+    from link.workers import spawn_workers, wait_children
 
-    _run(serve_forever(settings))
+    children = spawn_workers(settings, sys.argv[1:]) if settings.server.workers > 1 else []
+    try:
+        _run(serve_forever(settings, children))
+    finally:
+        wait_children(children, settings.server.shutdown_grace_s + 5)
     return 0
 
 

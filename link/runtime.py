@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import subprocess
 
 import uvicorn
 
@@ -69,13 +70,20 @@ class LinkRuntime:
         await self.app.stop()
 
 
-async def serve_forever(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def serve_forever(settings: Settings, children: list[subprocess.Popen[bytes]] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (forwarded to worker processes, if any)."""
     runtime = LinkRuntime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def _on_signal(sig: int) -> None:
+        for child in children or []:
+            if child.poll() is None:
+                child.send_signal(sig)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _on_signal, sig)
     await runtime.start()
     await stop.wait()
     _log.info("stopping: draining in-flight calls")
