@@ -282,3 +282,40 @@ async def test_object_decision_refused_uses_status_body_and_headers(
     assert decision.body == body
     assert decision.response_headers["x-ext-auth-allow"] == "yes"
     assert decision.outcome.value == "policy_denied"
+
+
+EXAMPLES = str(Path(__file__).resolve().parents[3] / "examples" / "contracts")
+
+CONTRACT_AWARE = """
+package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+# Agents may call what the contract marks safe; destructive calls need a human-approval role.
+allow if input.stoa.contract.endpoint.side_effects in {"read", "write"}
+
+allow if {
+	input.stoa.contract.endpoint.requires_human_approval
+	"approver" in input.stoa.principal.roles
+}
+"""
+
+
+@pytest.mark.parametrize(("method", "path", "roles", "expected"), [
+    ("GET", "/invoices/7", (), True),
+    ("DELETE", "/invoices/7", (), False),
+    ("DELETE", "/invoices/7", ("approver",), True),
+    ("GET", "/unknown", (), False),
+])
+async def test_input_carries_the_contract_endpoint(tmp_path: Path, method: str, path: str,
+                                                   roles: tuple[str, ...], expected: bool) -> None:
+    from link.pipeline.policy import build_policy_phase
+    from link.settings import load_settings
+
+    rego = tmp_path / "p.rego"
+    rego.write_text(CONTRACT_AWARE)
+    settings = load_settings(env={}, overrides={"policy.paths": [str(rego)], "contracts.paths": [EXAMPLES]})
+    phase = build_policy_phase(settings)
+    assert (await phase(make_ctx(method, path, roles=roles)) is None) is expected
