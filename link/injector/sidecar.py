@@ -50,7 +50,9 @@ def envoy_container(config: InjectorConfig) -> dict[str, Any]:
     """Envoy, the pod's front proxy: listens on 8080, asks Link, forwards to the gateway on loopback."""
     # Envoy's admin (port 9901) listens on 127.0.0.1 only (it can stop the proxy), so kubelet probes the
     # listener: it is bound once the static clusters are initialised, i.e. when Envoy is ready.
-    listener = {"tcpSocket": {"port": ENVOY_PORT}}
+    def listener(**timing: int) -> dict[str, Any]:
+        return {"tcpSocket": {"port": ENVOY_PORT}, **timing}
+
     return {
         "name": ENVOY_CONTAINER,
         "image": config.envoy_image,
@@ -62,8 +64,8 @@ def envoy_container(config: InjectorConfig) -> dict[str, Any]:
             "--log-level", config.envoy_log_level,
         ],
         "ports": [{"name": "stoa-http", "containerPort": ENVOY_PORT, "protocol": "TCP"}],
-        "readinessProbe": {**listener, "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {**listener, "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": listener(periodSeconds=5, failureThreshold=3),
+        "livenessProbe": listener(initialDelaySeconds=10, periodSeconds=10, failureThreshold=3),
         "resources": config.envoy_resources.as_k8s(),
         "securityContext": _security_context(ENVOY_UID),
         "volumeMounts": [

@@ -102,6 +102,9 @@ def test_annotated_pod_gets_the_sidecar(gateway: str) -> None:
     envoy, link = containers[ENVOY_CONTAINER], containers[LINK_CONTAINER]
     assert envoy["image"] == CONFIG.envoy_image and link["image"] == CONFIG.link_image
     assert volumes["stoa-envoy-config"]["configMap"]["name"] == envoy_configmap_name(gateway)
+    config_mount = next(m for m in envoy["volumeMounts"] if m["name"] == "stoa-envoy-config")
+    config_path = envoy["args"][envoy["args"].index("-c") + 1]
+    assert config_path == f"{config_mount['mountPath']}/envoy.yaml"  # the ConfigMap's key, where Envoy reads it
     env = {e["name"]: e.get("value") for e in link["env"]}
     assert env["PRIMARY_GATEWAY"] == gateway and env["GATEWAY_MODE"] == "sidecar"
     assert env["STOA_SERVER_GRPC_ADDRESS"] == "127.0.0.1:9191"  # Link is reachable from the pod only

@@ -1,0 +1,214 @@
+"""deploy/: every overlay renders with `kubectl kustomize`, every object validates, and the pieces fit.
+
+Built-in kinds are validated against the Kubernetes schemas (kubernetes-validate,
+strict); CRD-typed objects (cert-manager Issuer/Certificate, ArgoCD Application)
+are checked by structure.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from link.cli import main as cli_main
+from link.envoyconf.files import expected_files
+from link.injector import ANNOTATION_INJECT, ENVOY_CONTAINER, LINK_CONTAINER, InjectorConfig, sidecar_containers
+from link.injector.manifests import WORKLOADS
+from link.injector.manifests import main as manifests_main
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+GATEWAYS = ("kong", "gravitee", "webmethods")
+K8S_VERSION = kubernetes_validate.latest_version()
+CRD_TYPED = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                  "MutatingWebhookConfiguration"}
+_HASH = re.compile(r"-[a-z0-9]{10}$")
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (for `kubectl kustomize`) is not installed")
+
+
+@functools.cache
+def render(path: str) -> tuple[dict[str, Any], ...]:
+    assert KUBECTL is not None
+    out = subprocess.run([KUBECTL, "kustomize", str(DEPLOY / path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def find(objs: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> dict[str, Any]:
+    hits = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(hits) == 1, f"expected one {kind} {name or ''}, found {len(hits)}"
+    return hits[0]
+
+
+def unhash(name: str) -> str:
+    """``stoa-link-envoy-kong-df7t7t862d`` -> ``stoa-link-envoy-kong`` (kustomize's generator suffix)."""
+    return _HASH.sub("", name)
+
+
+def _check_cert_manager(obj: dict[str, Any]) -> None:
+    spec = obj["spec"]
+    if obj["kind"] == "Issuer":
+        assert set(spec) & {"selfSigned", "ca", "acme", "vault"}, "an Issuer needs one issuer type"
+    else:
+        assert spec["secretName"] and spec["issuerRef"]["name"] and spec["dnsNames"]
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_overlay_renders_and_every_object_validates(overlay: str) -> None:
+    objs = render(f"overlays/{overlay}")
+    kinds = {o["kind"] for o in objs}
+    assert {"CustomResourceDefinition", "Deployment", "Service", "MutatingWebhookConfiguration",
+            "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap"} <= kinds
+    for obj in objs:
+        if (obj["apiVersion"], obj["kind"]) in CRD_TYPED:
+            _check_cert_manager(obj)
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+        if obj["kind"] not in CLUSTER_SCOPED:
+            assert obj["metadata"].get("namespace") == overlay, f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_base_renders_without_a_namespace() -> None:
+    objs = render("base")
+    assert {o["spec"]["names"]["kind"] for o in objs if o["kind"] == "CustomResourceDefinition"} == {
+        "Tool", "ToolSet"}
+    assert all("namespace" not in o["metadata"] for o in objs)
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_gateway_deployment_carries_the_injected_sidecar(overlay: str) -> None:
+    objs = render(f"overlays/{overlay}")
+    workload = WORKLOADS[overlay]
+    pod = find(objs, "Deployment", workload.deployment)["spec"]["template"]
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    # The gateway's own container is kept beside the two sidecar containers (strategic merge puts
+    # patch containers first; container order has no meaning in a pod).
+    assert len(containers) == 3 and {ENVOY_CONTAINER, LINK_CONTAINER} < set(containers)
+
+    # After kustomize, the containers are the injector's, but for the generated ConfigMap names.
+    expected = {c["name"]: c for c in sidecar_containers(overlay, InjectorConfig())}
+    for name in (ENVOY_CONTAINER, LINK_CONTAINER):
+        got = yaml.safe_load(yaml.safe_dump(containers[name]))
+        for ref in got.get("envFrom", []):
+            if "configMapRef" in ref:
+                ref["configMapRef"]["name"] = unhash(ref["configMapRef"]["name"])
+        assert got == expected[name]
+    assert pod["metadata"]["annotations"]["stoa.dev/injected"] == "true"
+
+    # Every ConfigMap the pod uses is rendered; every Secret is optional or issued by cert-manager.
+    config_maps = {o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert unhash(volumes["stoa-envoy-config"]["configMap"]["name"]) == f"stoa-link-envoy-{overlay}"
+    for v in volumes.values():
+        if "configMap" in v:
+            assert v["configMap"]["name"] in config_maps
+        if "secret" in v:
+            assert v["secret"].get("optional") is True
+    for ref in containers[LINK_CONTAINER]["envFrom"]:
+        if "configMapRef" in ref:
+            assert ref["configMapRef"]["name"] in config_maps
+    # Link reads Tools as the account the RBAC is bound to.
+    assert pod["spec"]["serviceAccountName"] == "stoa-link"
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_gateway_service_points_at_envoy(overlay: str) -> None:
+    objs = render(f"overlays/{overlay}")
+    workload = WORKLOADS[overlay]
+    service = find(objs, "Service", workload.service)
+    pod = find(objs, "Deployment", workload.deployment)["spec"]["template"]
+    named_ports = {p["name"]: (c["name"], p["containerPort"])
+                   for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == workload.service_port]
+    assert named_ports[port["targetPort"]] == (ENVOY_CONTAINER, 8080)
+    selector = service["spec"]["selector"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_envoy_configmap_is_the_generator_output(overlay: str, tmp_path: Path) -> None:
+    objs = render(f"overlays/{overlay}")
+    (cm,) = [o for o in objs
+             if o["kind"] == "ConfigMap" and unhash(o["metadata"]["name"]) == f"stoa-link-envoy-{overlay}"]
+    out = tmp_path / "envoy.yaml"
+    assert cli_main(["envoy-config", "--primary-gateway", overlay, "-o", str(out)]) == 0
+    assert cm["data"]["envoy.yaml"] == out.read_text() == expected_files()[f"{overlay}.yaml"]
+
+
+def test_generated_overlay_files_are_current() -> None:
+    assert manifests_main(["--check"]) == 0, "run `python -m link.injector.manifests --write`"
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_injector_wiring_names_the_overlay_namespace(overlay: str) -> None:
+    objs = render(f"overlays/{overlay}")
+    webhook = find(objs, "MutatingWebhookConfiguration")
+    (hook,) = webhook["webhooks"]
+    service = hook["clientConfig"]["service"]
+    assert (service["name"], service["namespace"], service["path"]) == ("stoa-link-injector", overlay, "/mutate")
+    injector_svc = find(objs, "Service", "stoa-link-injector")
+    assert service["port"] in {p["port"] for p in injector_svc["spec"]["ports"]}
+    cert = find(objs, "Certificate", "stoa-link-injector")
+    assert f"stoa-link-injector.{overlay}.svc" in cert["spec"]["dnsNames"]
+    assert webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{overlay}/stoa-link-injector"
+    injector = find(objs, "Deployment", "stoa-link-injector")["spec"]["template"]["spec"]
+    assert any(v.get("secret", {}).get("secretName") == cert["spec"]["secretName"] for v in injector["volumes"])
+    binding = find(objs, "ClusterRoleBinding", "stoa-link-registry")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "stoa-link", "namespace": overlay}]
+
+
+def test_webhook_policy_and_selectors() -> None:
+    objs = render("overlays/kong")
+    (hook,) = find(objs, "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["namespaceSelector"] == {"matchLabels": {"stoa.dev/injection": "enabled"}}
+    assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+    assert ANNOTATION_INJECT in hook["matchConditions"][0]["expression"]
+    # The injector's own pods are never sent to it (they could not be created while it is down).
+    labels = find(objs, "Deployment", "stoa-link-injector")["spec"]["template"]["metadata"]["labels"]
+    (expr,) = hook["objectSelector"]["matchExpressions"]
+    assert expr["operator"] == "NotIn" and labels[expr["key"]] in expr["values"]
+
+
+def test_rbac_is_tools_and_toolsets_only() -> None:
+    objs = render("overlays/kong")
+    roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
+    assert [r["metadata"]["name"] for r in roles] == ["stoa-link-registry"]
+    rules = sorted((tuple(r["apiGroups"]), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"])))
+                   for r in roles[0]["rules"])
+    assert rules == [
+        (("gostoa.dev",), ("tools", "toolsets"), ("get", "list", "watch")),
+        (("gostoa.dev",), ("tools/status", "toolsets/status"), ("patch", "update")),
+    ]
+    bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert [b["subjects"][0]["name"] for b in bindings] == ["stoa-link"]
+    injector_sa = find(objs, "ServiceAccount", "stoa-link-injector")
+    assert injector_sa["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_argocd_application_points_at_the_overlay(overlay: str) -> None:
+    app = yaml.safe_load((DEPLOY / "argocd" / f"application-{overlay}.yaml").read_text())
+    assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    spec = app["spec"]
+    assert spec["source"]["path"] == f"deploy/overlays/{overlay}"
+    assert (ROOT / spec["source"]["path"] / "kustomization.yaml").is_file()
+    assert spec["source"]["repoURL"] and spec["source"]["targetRevision"]
+    assert spec["destination"]["server"] and spec["destination"]["namespace"] == overlay
+    assert spec["project"] and "ServerSideApply=true" in spec["syncPolicy"]["syncOptions"]
