@@ -14,7 +14,7 @@ from link.model import Decision, Outcome, RequestContext
 from link.ratelimit.headers import rate_limit_headers
 from link.ratelimit.keys import LimitSelector
 from link.ratelimit.local import LocalLimiter
-from link.ratelimit.metrics import CHECKS, LOCAL_EVICTIONS
+from link.ratelimit.metrics import LIMITED, LOCAL_EVICTIONS, REDIS_CHECKS
 from link.ratelimit.redis import BackendUnavailable, RedisBuckets
 from link.ratelimit.verdict import Verdict
 from link.settings import Settings
@@ -42,13 +42,9 @@ class RateLimitPhase:
         self._failure_mode = rl.redis_failure_mode
         self._evicted = 0
         # Bound once: labels() per request would cost a dict lookup and a lock.
-        backend = "redis" if self._redis is not None else "local"
-        self._m_allowed = CHECKS.labels(backend, "allowed")
-        self._m_limited = CHECKS.labels(backend, "limited")
-        self._m_fallback_allowed = CHECKS.labels("fallback", "allowed")
-        self._m_fallback_limited = CHECKS.labels("fallback", "limited")
-        self._m_skipped = CHECKS.labels("skipped", "allowed")
-        self._m_refused = CHECKS.labels("refused", "unavailable")
+        self._m_limited = {scope: LIMITED.labels(scope) for scope in ("tenant", "consumer", "route")}
+        self._m_redis = {result: REDIS_CHECKS.labels(result) for result in (
+            "allowed", "limited", "fallback_allowed", "fallback_limited", "skipped", "refused")}
 
     @property
     def redis(self) -> RedisBuckets | None:
@@ -76,25 +72,25 @@ class RateLimitPhase:
             return None
         if self._redis is None:
             verdict = self._local.take(limits)
-            (self._m_allowed if verdict.allowed else self._m_limited).inc()
         else:
             try:
                 verdict = await self._redis.take(limits)
-                (self._m_allowed if verdict.allowed else self._m_limited).inc()
+                self._m_redis["allowed" if verdict.allowed else "limited"].inc()
             except BackendUnavailable:
                 ctx.metadata["ratelimit_backend"] = "unavailable"
                 if self._failure_mode == "deny":
-                    self._m_refused.inc()
+                    self._m_redis["refused"].inc()
                     return Decision.deny(
                         503, Outcome.ERROR, "ratelimit_unavailable", "rate limiting is unavailable",
                         {"retry-after": "1"},
                     )
                 if self._failure_mode == "allow":
-                    self._m_skipped.inc()
+                    self._m_redis["skipped"].inc()
                     return None
                 verdict = self._local.take(limits)
-                (self._m_fallback_allowed if verdict.allowed else self._m_fallback_limited).inc()
-        self._count_evictions()
+                self._m_redis["fallback_allowed" if verdict.allowed else "fallback_limited"].inc()
+        if self._local.evicted != self._evicted:
+            self._count_evictions()
         return self._answer(ctx, verdict)
 
     def _answer(self, ctx: RequestContext, verdict: Verdict) -> Decision | None:
@@ -103,15 +99,15 @@ class RateLimitPhase:
             ctx.response_headers.update(headers)
             return None
         scope = verdict.limit.scope
+        self._m_limited[scope].inc()
         ctx.metadata["ratelimit_scope"] = scope
         message = f"{scope} rate limit exceeded"
         return Decision.deny(429, Outcome.RATE_LIMITED, "rate_limited", message, headers)
 
     def _count_evictions(self) -> None:
         evicted = self._local.evicted
-        if evicted != self._evicted:
-            LOCAL_EVICTIONS.inc(evicted - self._evicted)
-            self._evicted = evicted
+        LOCAL_EVICTIONS.inc(evicted - self._evicted)
+        self._evicted = evicted
 
 
 def build_ratelimit_phase(settings: Settings) -> RateLimitPhase:

@@ -16,8 +16,7 @@ keep the two in step.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["EPSILON_S", "Take", "take"]
 
@@ -26,8 +25,7 @@ __all__ = ["EPSILON_S", "Take", "take"]
 EPSILON_S = 1e-9
 
 
-@dataclass(frozen=True, slots=True)
-class Take:
+class Take(NamedTuple):
     """The result of trying to take one token from one bucket.
 
     ``full_at`` is the bucket's new state (unchanged when refused).
@@ -43,6 +41,8 @@ class Take:
     retry_after_s: float
 
 
+# Take is a NamedTuple, not a frozen dataclass: this runs several times per request and
+# a frozen dataclass costs about a microsecond more to build.
 def take(full_at: float | None, now: float, interval_s: float, capacity: int) -> Take:
     """Try to take one token at ``now`` from a bucket whose state is ``full_at``.
 
@@ -61,5 +61,5 @@ def take(full_at: float | None, now: float, interval_s: float, capacity: int) ->
             reset_s=start - now,
             retry_after_s=debt - window,
         )
-    remaining = math.floor((window - debt) / interval_s + EPSILON_S)
+    remaining = int((window - debt) / interval_s + EPSILON_S)  # not negative: int() is floor
     return Take(allowed=True, full_at=new_full_at, remaining=remaining, reset_s=debt, retry_after_s=0.0)

@@ -18,7 +18,7 @@ request live in one cluster slot, which one atomic script needs.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from link.model import RequestContext
@@ -45,11 +45,11 @@ class Limit:
     key: str  # backend-neutral; backends add their own prefix
     rate: Rate
     capacity: int
+    interval_s: float = field(init=False, compare=False)  # seconds to refill one token
 
-    @property
-    def interval_s(self) -> float:
-        """Seconds to refill one token."""
-        return self.rate.period_s / self.rate.limit
+    def __post_init__(self) -> None:
+        # Stored, not a property: read for every bucket of every request.
+        object.__setattr__(self, "interval_s", self.rate.period_s / self.rate.limit)
 
 
 class LimitSelector:

@@ -34,11 +34,13 @@ class LocalLimiter:
         buckets = self._buckets
         takes = [take(buckets.get(lim.key), now, lim.interval_s, lim.capacity) for lim in limits]
         # All or nothing: a refused request must not spend the budgets that had room.
-        if all(t.allowed for t in takes):
-            for lim, t in zip(limits, takes, strict=True):
-                buckets[lim.key] = t.full_at
-            if len(buckets) > self._max:
-                self._shrink(now)
+        for t in takes:
+            if not t.allowed:
+                return summarize(limits, takes)
+        for i, lim in enumerate(limits):
+            buckets[lim.key] = takes[i].full_at
+        if len(buckets) > self._max:
+            self._shrink(now)
         return summarize(limits, takes)
 
     def _shrink(self, now: float) -> None:

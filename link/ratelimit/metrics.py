@@ -1,4 +1,8 @@
-"""Rate-limit metrics, registered on Link's registry."""
+"""Rate-limit metrics, registered on Link's registry.
+
+Allowed local checks are not counted here: ``stoa_link_decisions_total`` already
+counts every decision, and a counter increment is a tenth of a local check.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,17 @@ from prometheus_client import Counter, Gauge
 
 from link.metrics import REGISTRY
 
-CHECKS = Counter(
-    "stoa_link_ratelimit_checks_total",
-    "Rate-limit checks by the backend that answered (local, redis, fallback, skipped, refused) and result.",
-    ["backend", "result"],
+LIMITED = Counter(
+    "stoa_link_ratelimit_limited_total",
+    "Requests refused by a rate limit, by the scope of the bucket that refused (tenant, consumer, route).",
+    ["scope"],
+    registry=REGISTRY,
+)
+REDIS_CHECKS = Counter(
+    "stoa_link_ratelimit_redis_checks_total",
+    "Checks in Redis mode, by result: allowed, limited (Redis answered); while Redis was unavailable "
+    "fallback_allowed, fallback_limited (local buckets), skipped (allowed unchecked), refused (503).",
+    ["result"],
     registry=REGISTRY,
 )
 REDIS_ERRORS = Counter(

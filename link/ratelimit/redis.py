@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -79,6 +79,9 @@ return {1, best, best_rem, string.format('%.17g', best_reset), '0'}
 """
 _SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
 
+# Connections per process; more concurrent checks wait for one (within their timeout)
+# instead of opening a connection each, which would flood Redis in a burst.
+_MAX_CONNECTIONS = 32
 # Probes may take longer than a check: they run off the request path and may need a new connection.
 _PROBE_TIMEOUT_MIN_S = 1.0
 
@@ -149,7 +152,9 @@ class RedisBuckets:
             args.append(lim.capacity)
         self.checks_sent += 1
         try:
-            reply = await asyncio.wait_for(self._run(client, keys, args), self._timeout)
+            # asyncio.timeout, not wait_for: same bound, without a task per check.
+            async with asyncio.timeout(self._timeout):
+                reply = await self._run(client, keys, args)
         except (TimeoutError, RedisError, OSError) as exc:
             self._trip(exc)
             raise BackendUnavailable(self._last_error) from None
@@ -173,14 +178,17 @@ class RedisBuckets:
     # -- circuit ----------------------------------------------------------------
     def _ensure_client(self) -> Redis:
         if self._client is None:
-            self._client = Redis.from_url(
+            pool = BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=self._probe_timeout,
                 socket_connect_timeout=self._probe_timeout,
                 socket_timeout=self._probe_timeout,
                 # No client-side retries: a retry would blow the request's time budget.
                 retry=Retry(NoBackoff(), 0),
                 health_check_interval=0,
             )
+            self._client = Redis.from_pool(pool)
         return self._client
 
     def _trip(self, exc: BaseException) -> None:

@@ -92,7 +92,7 @@ def _serve(config: dict[str, object], workdir: Path, name: str) -> tuple[Managed
 
 def _redis_checks(admin_url: str) -> float:
     text = httpx.get(f"{admin_url}/metrics", timeout=5).text
-    pattern = r'^stoa_link_ratelimit_checks_total\{backend="redis",result="\w+"\} ([0-9.e+]+)$'
+    pattern = r'^stoa_link_ratelimit_redis_checks_total\{result="(?:allowed|limited)"\} ([0-9.e+]+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 
