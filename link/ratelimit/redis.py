@@ -41,6 +41,8 @@ _log = logging.getLogger("stoa.link.ratelimit")
 # Returns {allowed, index (1-based) of the bucket to report, remaining, reset_s, retry_after_s};
 # floats travel as strings because Redis truncates Lua numbers to integers.
 CHECK_SCRIPT = """
+-- Redis < 5 must be told to replicate effects, or it refuses writes after TIME; later ones always do.
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local eps = 1e-9
