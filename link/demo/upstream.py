@@ -33,7 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         path = self.path.split("?")[0]
         parts = [p for p in path.split("/") if p]
-        stoa = {k: v for k, v in self.headers.items() if k.lower().startswith("x-stoa-")}
+        stoa = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-stoa-")}
         if len(parts) >= 2 and parts[-2] == "status" and parts[-1].isdigit():
             self._reply(int(parts[-1]), {"status": int(parts[-1]), "path": path})
         elif parts[:2] == ["api", "invoices"] and len(parts) == 3 and self.command == "GET":
