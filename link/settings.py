@@ -448,7 +448,7 @@ ENV_PREFIX = "STOA_"
 _KEYLIKE = re.compile(r"[a-z_]+(\.[a-z_]+)?")
 
 _SECTIONS: dict[str, type[_Section]] = {
-    name: f.annotation  # type: ignore[misc]
+    name: f.annotation
     for name, f in Settings.model_fields.items()
     if isinstance(f.annotation, type) and issubclass(f.annotation, _Section)
 }
@@ -457,7 +457,7 @@ _SECTIONS: dict[str, type[_Section]] = {
 def _known_keys() -> dict[str, str]:
     """Every scalar key as dotted name, mapped from its env spelling."""
     keys: dict[str, str] = {}
-    for name, f in Settings.model_fields.items():
+    for name in Settings.model_fields:
         section = _SECTIONS.get(name)
         if section is None:
             keys[f"{ENV_PREFIX}{name.upper()}"] = name
@@ -578,10 +578,10 @@ def load_settings(
             _set_dotted(from_env, key, _coerce_scalar(key, env[var]))
     for var, raw in env.items():
         if var.startswith(ENV_PREFIX) and var not in PLATFORM_ENV:
-            key = known.get(var)
-            if key is None:
+            found = known.get(var)
+            if found is None:
                 continue  # other STOA_* variables may belong to other tools
-            _set_dotted(from_env, key, _coerce_scalar(key, raw))
+            _set_dotted(from_env, found, _coerce_scalar(found, raw))
     tree = _merge(tree, from_env)
 
     flags: dict[str, Any] = {}
