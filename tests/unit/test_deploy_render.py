@@ -27,6 +27,8 @@ from link.injector.manifests import main as manifests_main
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 GATEWAYS = ("kong", "gravitee", "webmethods")
+# overlay -> the namespace it installs into
+OVERLAYS = {"kong": "kong", "gravitee": "gravitee", "webmethods": "webmethods", "injector": "stoa-system"}
 K8S_VERSION = kubernetes_validate.latest_version()
 CRD_TYPED = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
@@ -64,12 +66,13 @@ def _check_cert_manager(obj: dict[str, Any]) -> None:
         assert spec["secretName"] and spec["issuerRef"]["name"] and spec["dnsNames"]
 
 
-@pytest.mark.parametrize("overlay", GATEWAYS)
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_overlay_renders_and_every_object_validates(overlay: str) -> None:
     objs = render(f"overlays/{overlay}")
     kinds = {o["kind"] for o in objs}
     assert {"CustomResourceDefinition", "Deployment", "Service", "MutatingWebhookConfiguration",
-            "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap"} <= kinds
+            "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Namespace"} <= kinds
+    assert find(objs, "Namespace")["metadata"]["name"] == OVERLAYS[overlay]
     for obj in objs:
         if (obj["apiVersion"], obj["kind"]) in CRD_TYPED:
             _check_cert_manager(obj)
@@ -79,7 +82,7 @@ def test_overlay_renders_and_every_object_validates(overlay: str) -> None:
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
         if obj["kind"] not in CLUSTER_SCOPED:
-            assert obj["metadata"].get("namespace") == overlay, f"{obj['kind']}/{obj['metadata']['name']}"
+            assert obj["metadata"].get("namespace") == OVERLAYS[overlay], f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 def test_base_renders_without_a_namespace() -> None:
@@ -153,22 +156,23 @@ def test_generated_overlay_files_are_current() -> None:
     assert manifests_main(["--check"]) == 0, "run `python -m link.injector.manifests --write`"
 
 
-@pytest.mark.parametrize("overlay", GATEWAYS)
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_injector_wiring_names_the_overlay_namespace(overlay: str) -> None:
     objs = render(f"overlays/{overlay}")
+    namespace = OVERLAYS[overlay]
     webhook = find(objs, "MutatingWebhookConfiguration")
     (hook,) = webhook["webhooks"]
     service = hook["clientConfig"]["service"]
-    assert (service["name"], service["namespace"], service["path"]) == ("stoa-link-injector", overlay, "/mutate")
+    assert (service["name"], service["namespace"], service["path"]) == ("stoa-link-injector", namespace, "/mutate")
     injector_svc = find(objs, "Service", "stoa-link-injector")
     assert service["port"] in {p["port"] for p in injector_svc["spec"]["ports"]}
     cert = find(objs, "Certificate", "stoa-link-injector")
-    assert f"stoa-link-injector.{overlay}.svc" in cert["spec"]["dnsNames"]
-    assert webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{overlay}/stoa-link-injector"
+    assert f"stoa-link-injector.{namespace}.svc" in cert["spec"]["dnsNames"]
+    assert webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{namespace}/stoa-link-injector"
     injector = find(objs, "Deployment", "stoa-link-injector")["spec"]["template"]["spec"]
     assert any(v.get("secret", {}).get("secretName") == cert["spec"]["secretName"] for v in injector["volumes"])
     binding = find(objs, "ClusterRoleBinding", "stoa-link-registry")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "stoa-link", "namespace": overlay}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "stoa-link", "namespace": namespace}]
 
 
 def test_webhook_policy_and_selectors() -> None:
