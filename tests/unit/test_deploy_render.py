@@ -216,3 +216,23 @@ def test_argocd_application_points_at_the_overlay(overlay: str) -> None:
     assert spec["source"]["repoURL"] and spec["source"]["targetRevision"]
     assert spec["destination"]["server"] and spec["destination"]["namespace"] == overlay
     assert spec["project"] and "ServerSideApply=true" in spec["syncPolicy"]["syncOptions"]
+
+
+def test_one_image_setting_moves_link_everywhere(tmp_path: Path) -> None:
+    """Editing the overlay's `images:` retargets Link, the injector, and what the injector injects."""
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    path = tmp_path / "deploy" / "overlays" / "kong" / "kustomization.yaml"
+    kustomization = yaml.safe_load(path.read_text())
+    (image,) = kustomization["images"]
+    image.update(newName="registry.example.com/platform/stoa-link", newTag="1.2.3")
+    path.write_text(yaml.safe_dump(kustomization))
+    assert KUBECTL is not None
+    out = subprocess.run([KUBECTL, "kustomize", str(path.parent)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    objs = tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+    wanted = "registry.example.com/platform/stoa-link:1.2.3"
+    gateway = find(objs, "Deployment", WORKLOADS["kong"].deployment)["spec"]["template"]["spec"]
+    assert {c["name"]: c["image"] for c in gateway["containers"]}[LINK_CONTAINER] == wanted
+    (injector,) = find(objs, "Deployment", "stoa-link-injector")["spec"]["template"]["spec"]["containers"]
+    assert injector["image"] == wanted
+    assert f"--link-image={wanted}" in injector["args"]
