@@ -132,15 +132,18 @@ class CallerAuthenticator:
         return doc
 
     def challenge(self, refusal: Decision, base_url: str) -> str:
-        """The WWW-Authenticate value for a 401/403: the phase's error plus where to get a token."""
-        given = refusal.response_headers.get("www-authenticate", "Bearer")
-        scheme, _, params = given.partition(" ")
-        parts = [p.strip() for p in params.split(",") if p.strip()] if params else []
-        parts = [p for p in parts if not p.startswith(("resource_metadata=", "scope="))]
-        parts.append(f'resource_metadata="{self.metadata_url(base_url)}"')
-        if self._scopes:
-            parts.append(f'scope="{" ".join(self._scopes)}"')
-        return f"{scheme or 'Bearer'} " + ", ".join(parts)
+        """The WWW-Authenticate value for a 401/403: the phase's challenge plus where to get a token."""
+        value = (refusal.response_headers.get("www-authenticate") or "Bearer").strip()
+        extra: list[str] = []
+        if "resource_metadata=" not in value:
+            extra.append(f'resource_metadata="{self.metadata_url(base_url)}"')
+        if self._scopes and "scope=" not in value:
+            extra.append(f'scope="{" ".join(self._scopes)}"')
+        if not extra:
+            return value
+        # "Bearer" alone takes its first parameter after a space; later ones after commas.
+        joiner = ", " if " " in value else " "
+        return value + joiner + ", ".join(extra)
 
     def refusal_response(self, refusal: Decision, base_url: str, request_id: str = "") -> Response:
         headers = {k: v for k, v in refusal.response_headers.items() if k.lower() != "www-authenticate"}

@@ -213,7 +213,8 @@ class ToolGateway:
 
     # -- tools/call ---------------------------------------------------------------
     def _request(
-        self, caller: Caller, tool: Tool | None, name: str, arguments: Mapping[str, Any] | None
+        self, caller: Caller, tool: Tool | None, name: str, arguments: Mapping[str, Any] | None,
+        action: str = "call",
     ) -> Request:
         return Request(
             method="POST",
@@ -227,7 +228,8 @@ class ToolGateway:
             tool_name=name,
             tool_tenant=tool.tenant if tool is not None else None,
             arguments=dict(arguments) if arguments is not None else None,
-            context={"entry": "mcp"},
+            # Policies see these as input.attributes.contextExtensions (list evaluations: action "list").
+            context={"entry": "mcp", "mcp_action": action},
         )
 
     def _route(self, tool: Tool) -> RouteMatch:
@@ -244,7 +246,7 @@ class ToolGateway:
     def _context(
         self, caller: Caller, tool: Tool, arguments: Mapping[str, Any] | None, action: str
     ) -> RequestContext:
-        request = self._request(caller, tool, tool.name, arguments)
+        request = self._request(caller, tool, tool.name, arguments, action)
         ctx = RequestContext(request=request, route=self._route(tool))
         ctx.metadata["entry"] = "mcp"
         ctx.metadata["mcp_action"] = action
