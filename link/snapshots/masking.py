@@ -45,9 +45,11 @@ class PiiMasker:
     """Masks PII and secrets; every method adds the kinds it found to ``found``."""
 
     def __init__(self, mask_keys: Iterable[str] = (), secret_headers: Iterable[str] = SECRET_HEADERS) -> None:
-        self._keys = frozenset(k for k in (_norm(k) for k in mask_keys) if k)
         self._secret_headers = frozenset(h.lower() for h in secret_headers)
-        names = "|".join(sorted((re.escape(k) for k in mask_keys if k.strip()), key=len, reverse=True))
+        # A secret header's value is as secret when a body carries it (echoes, debug dumps, logs).
+        keys = [k for k in (*mask_keys, *self._secret_headers) if k.strip()]
+        self._keys = frozenset(k for k in (_norm(k) for k in keys) if k)
+        names = "|".join(sorted({re.escape(k) for k in keys}, key=len, reverse=True))
         # "password": "…" / 'token': 123 in text that is JSON-ish but does not parse (cut excerpts).
         self._json_pair = (
             re.compile(

@@ -90,3 +90,11 @@ def test_compressed_binary_and_cut_bodies() -> None:
     cut_card = M.mask_body(b'{"pan": "4111 1111 1111 11', {}, True, found)
     assert cut_card.startswith('{"pan": "[')
     assert "1111" not in cut_card
+
+
+def test_secret_header_names_are_masked_keys_in_bodies_too() -> None:
+    found: set[str] = set()
+    echoed = {"headers": {"Cookie": "sid=abc", "set-cookie": "x=1", "X-Auth-Token": "t", "accept": "*/*"}}
+    out = json.loads(M.mask_body(json.dumps(echoed).encode(), {}, False, found))
+    assert out == {"headers": {"Cookie": MASKED, "set-cookie": MASKED, "X-Auth-Token": MASKED, "accept": "*/*"}}
+    assert M.mask_text('{"cookie": "sid=abc", "a": 1', found) == '{"cookie": "[masked]", "a": 1'
