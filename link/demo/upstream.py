@@ -36,6 +36,10 @@ class _Handler(BaseHTTPRequestHandler):
         stoa = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-stoa-")}
         if len(parts) >= 2 and parts[-2] == "status" and parts[-1].isdigit():
             self._reply(int(parts[-1]), {"status": int(parts[-1]), "path": path})
+        elif parts[:3] == ["api", "invoices", "inv-500"]:
+            # A failing backend, to show error snapshots (the response carries PII on purpose: it gets masked).
+            self._reply(500, {"error": "ledger unavailable", "customer_email": "jane.doe@example.com",
+                              "card": "4111 1111 1111 1111"})
         elif parts[:2] == ["api", "invoices"] and len(parts) == 3 and self.command == "GET":
             inv = _INVOICES.get(parts[2])
             self._reply(200 if inv else 404, inv or {"error": "not_found", "id": parts[2]})

@@ -6,6 +6,7 @@ This module and its siblings are the only places that know Envoy's types.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -15,8 +16,9 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
+from link.events import Exchange, ExchangeSink, HttpMessage
 from link.model import Decision, Outcome, PeerIdentity, Request
-from link.pipeline import Pipeline
+from link.pipeline import Pipeline, PipelineResult
 
 _log = logging.getLogger("stoa.link.grpc.authz")
 
@@ -135,11 +137,53 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     )
 
 
+def refusal_exchange(result: PipelineResult, body_cap: int) -> Exchange:
+    """A refused request as an exchange for error snapshots (it never reaches ext_proc)."""
+    ctx, decision = result.ctx, result.decision
+    req = ctx.request
+    route = ctx.route
+    body = req.body or b""
+    return Exchange(
+        request_id=req.request_id,
+        timestamp=req.received_at,
+        method=req.method,
+        path=req.path + (f"?{req.query}" if req.query else ""),
+        status=decision.http_status,
+        request=HttpMessage(headers=dict(req.headers), body=body[:body_cap],
+                            body_truncated=len(body) > body_cap or req.body_truncated),
+        response=HttpMessage(headers={**decision.response_headers, "content-type": decision.content_type},
+                             body=(decision.body or b"")[:body_cap]),
+        tenant=ctx.principal.tenant or (route.tenant or "" if route else ""),
+        consumer=ctx.principal.consumer,
+        subject=ctx.principal.subject,
+        route=route.name if route else "",
+        api=(route.api or route.name) if route else "",
+        tool=req.tool_name or "",
+        trace_id=trace_id_of(req.headers.get("traceparent", "")),
+        decision_id=ctx.decision_id,
+        outcome=decision.outcome,
+        reason=decision.reason,
+        timing_ms={name: ns / 1e6 for name, ns in ctx.timings_ns.items()},
+    )
+
+
+def trace_id_of(traceparent: str) -> str:
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
+
+
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     """``envoy.service.auth.v3.Authorization``: a thin shell over the pipeline."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        exchange_sink: Callable[[], ExchangeSink | None] = lambda: None,
+        body_cap: int = 4096,
+    ) -> None:
         self._pipeline = pipeline
+        self._sink = exchange_sink
+        self._cap = body_cap
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -151,4 +195,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             bad = Decision.deny(400, Outcome.INVALID, "bad_request", "malformed request attributes")
             return check_response(bad)
         result = await self._pipeline.run(req)
-        return check_response(result.decision)
+        decision = result.decision
+        if not decision.allowed:
+            sink = self._sink()
+            route = result.ctx.route
+            if sink is not None and sink.wants(decision.http_status, result.ctx.principal.tenant,
+                                               bool(route and route.snapshots)):
+                sink.offer(refusal_exchange(result, self._cap))  # queued; written off the request path
+        return check_response(decision)

@@ -24,7 +24,7 @@ from google.protobuf import json_format, struct_pb2
 
 from link import metrics
 from link.events import Exchange, ExchangeSink, HttpMessage
-from link.grpc.authz import METADATA_NAMESPACE, metadata_struct
+from link.grpc.authz import METADATA_NAMESPACE, metadata_struct, trace_id_of
 from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext
 from link.pipeline import Pipeline
 
@@ -279,7 +279,7 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
                 route=route.name if route else "",
                 api=(route.api or route.name) if route else "",
                 tool=ctx.request.tool_name or "",
-                trace_id=_trace_id(ctx.request.headers.get("traceparent", "")),
+                trace_id=trace_id_of(ctx.request.headers.get("traceparent", "")),
                 decision_id=ctx.decision_id or str(state.meta.get("decision_id", "")),
                 outcome=Outcome(state.meta.get("outcome", Outcome.SUCCESS.value))
                 if state.status < 500 else Outcome.ERROR,
@@ -296,8 +296,3 @@ def _finish_denial(pipeline: Pipeline, ctx: RequestContext, decision: Decision) 
 def _decision_metadata(meta: dict[str, Any]) -> struct_pb2.Struct:
     """Emit the decision under the ext_authz namespace so the access-log join has one shape."""
     return struct_pb2.Struct(fields={METADATA_NAMESPACE: struct_pb2.Value(struct_value=metadata_struct(meta))})
-
-
-def _trace_id(traceparent: str) -> str:
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""

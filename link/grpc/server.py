@@ -45,10 +45,11 @@ class GrpcServer:
         self.app = app
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=server_options(app))
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(app.pipeline), self.server)
+        body_cap = app.settings.snapshots.body_excerpt_bytes
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationService(app.pipeline, lambda: app.exchange_sink, body_cap=body_cap), self.server)
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessorService(app.pipeline, lambda: app.exchange_sink,
-                                     body_cap=app.settings.snapshots.body_excerpt_bytes),
+            ExternalProcessorService(app.pipeline, lambda: app.exchange_sink, body_cap=body_cap),
             self.server,
         )
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(app.bus), self.server)

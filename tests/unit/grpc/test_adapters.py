@@ -242,3 +242,21 @@ def test_access_log_entry_joined_with_decision() -> None:
 ])
 def test_access_log_outcome(status: int, meta: dict[str, Any] | None, outcome: Outcome) -> None:
     assert outcome_from_entry(_entry(status, meta)).outcome is outcome
+
+
+async def test_refusals_reach_the_snapshot_sink() -> None:
+    class _All(_Sink):
+        def wants(self, status: int, tenant: str, route_snapshots: bool) -> bool:
+            return status >= 400
+
+    sink = _All()
+    svc = AuthorizationService(_pipeline(), lambda: sink, body_cap=4)
+    await svc.Check(_check("/private/x"), None)  # type: ignore[arg-type]
+    await svc.Check(_check("/public/x"), None)  # type: ignore[arg-type]
+    assert len(sink.got) == 1
+    ex = sink.got[0]
+    assert (ex.status, ex.method, ex.path, ex.route, ex.outcome) == (401, "POST", "/private/x", "private",
+                                                                     Outcome.UNAUTHENTICATED)
+    assert ex.request.body == b'{"a"' and ex.request.body_truncated
+    assert json.loads(ex.response.body + b"" if len(ex.response.body) > 4 else b'"x"')
+    assert ex.decision_id and ex.reason
