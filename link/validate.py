@@ -23,6 +23,7 @@ from link.contracts.source import Document, DocumentError, field_path, iter_file
 from link.policy.engine import PolicyCompileError, compile_policy
 from link.policy.sources import SourceError, load_sources
 from link.registry.model import ResourceError, parse_tool, parse_toolset
+from link.registry.source import expand_env
 
 __all__ = ["Finding", "main", "validate_paths"]
 
@@ -72,6 +73,8 @@ def _resource(doc: Document, names: _Names) -> list[Finding]:
     data = doc.data
     kind = data.get("kind")
     try:
+        # Manifests may use ${VAR} / ${VAR:-default} like the file source expands them at load.
+        data = expand_env(data, os.environ)
         resource = parse_tool(data) if kind == "Tool" else parse_toolset(data)
     except ResourceError as exc:
         return [Finding(doc.file, doc.line_of(_path_of(exc.field)), exc.field, exc.reason)]
