@@ -70,7 +70,7 @@ def build_parts(link_app: LinkApp) -> McpParts:
     )
     federation = ToolSetFederation(
         registry, secrets, backoff_initial_s=settings.federation_backoff_initial_s,
-        backoff_max_s=settings.federation_backoff_max_s,
+        backoff_max_s=settings.federation_backoff_max_s, ping_interval_s=settings.federation_ping_interval_s,
     )
     gateway = ToolGateway(link_app, registry, invoker, federation=federation)
     notifier = ListChangedNotifier(registry, InMemorySubscriptionBus())
