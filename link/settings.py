@@ -378,6 +378,7 @@ class McpSettings(_Section):
     list_cache_ttl_s: float = Field(default=5.0, ge=0)  # how long a caller's policy-filtered list is reused
     federation_backoff_initial_s: float = Field(default=0.5, gt=0)
     federation_backoff_max_s: float = Field(default=30.0, gt=0)
+    federation_ping_interval_s: float = Field(default=10.0, gt=0)  # how soon a vanished upstream is noticed
 
 
 class EnvoySettings(_Section):
