@@ -90,6 +90,8 @@ class _Stream:
     upstream_ns: int = 0
     capture: bool = False
     done: bool = False
+    # ext_proc took the decision itself (ext_authz did not run): it also checks the body.
+    decided_here: bool = False
 
 
 class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
@@ -184,6 +186,7 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
         else:
             ctx = RequestContext(request=req)
             ctx.metadata["entry"] = "ext_proc"
+            state.decided_here = True
             result = await self._pipeline.run(req, ctx)
             state.ctx = result.ctx
             decision = result.decision
@@ -212,7 +215,8 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
         self._append(state.request, body.body)
         ctx = state.ctx
         contract = self._pipeline.phase("contract")
-        if ctx is not None and contract is not None and body.end_of_stream:
+        # When ext_authz decided, it already saw this body (with_request_body on body routes).
+        if ctx is not None and contract is not None and body.end_of_stream and state.decided_here:
             ctx.request.body = bytes(body.body) if not state.request.body_truncated else state.request.body
             ctx.request.body_truncated = state.request.body_truncated
             start = time.perf_counter_ns()
