@@ -31,7 +31,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +43,11 @@ from prometheus_client import Counter
 
 from link.metrics import REGISTRY
 from link.registry.model import API_VERSION, GROUP, ResourceError, Tool, ToolSet
-from link.registry.registry import KINDS, ToolRegistry
+from link.registry.registry import KINDS, ToolRegistry, ToolSetStatus
 from link.settings import RegistrySettings, Settings
 
-__all__ = ["KubernetesConfigError", "KubernetesSource", "build_api_client", "desired_status"]
+__all__ = ["KubernetesConfigError", "KubernetesSource", "build_api_client", "desired_status",
+           "toolset_status_patch"]
 
 _log = logging.getLogger("stoa.link.registry.kubernetes")
 
@@ -164,6 +165,24 @@ def desired_status(obj: Mapping[str, Any], error: ResourceError | None, *,
     return {"status": status}
 
 
+def toolset_status_patch(status: ToolSetStatus) -> dict[str, Any]:
+    """The status patch carrying what federation learnt about a ToolSet's upstream."""
+    body: dict[str, Any] = {
+        "connected": status.connected,
+        "toolCount": status.tool_count,
+        "discoveredTools": list(status.discovered_tools),
+        "error": status.error[:_MAX_MESSAGE],
+    }
+    if status.last_sync is not None:
+        body["lastSync"] = _dt.datetime.fromtimestamp(status.last_sync, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"status": body}
+
+
+def _federation_state(status: ToolSetStatus) -> tuple[Any, ...]:
+    # lastSync alone moves at every refresh; writing it each time would only make watch traffic.
+    return (status.connected, status.tool_count, status.discovered_tools, status.error)
+
+
 @dataclass
 class _PendingWrite:
     body: dict[str, Any]
@@ -171,8 +190,13 @@ class _PendingWrite:
     not_before: float = 0.0
 
 
+def _merged(older: dict[str, Any], newer: dict[str, Any]) -> dict[str, Any]:
+    """Two status merge patches as one (the newer wins field by field)."""
+    return {"status": {**older.get("status", {}), **newer.get("status", {})}}
+
+
 class _StatusWriter:
-    """One thread writing status patches in order; a newer patch for a resource replaces a queued one."""
+    """One thread writing status patches; patches queued for the same resource are merged into one."""
 
     _MAX_ATTEMPTS = 5
 
@@ -187,8 +211,10 @@ class _StatusWriter:
         self.thread = threading.Thread(target=self._run, name="registry-kube-status", daemon=True)
 
     def submit(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        key = (kind, namespace, name)
         with self._cond:
-            self._pending[(kind, namespace, name)] = _PendingWrite(body)
+            queued = self._pending.get(key)
+            self._pending[key] = _PendingWrite(_merged(queued.body, body) if queued else body)
             self._cond.notify()
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
@@ -257,7 +283,10 @@ class _StatusWriter:
             return
         write.not_before = time.monotonic() + min(30.0, 0.2 * 2 ** write.attempts)
         with self._cond:
-            self._pending.setdefault(key, write)  # a newer patch queued meanwhile wins
+            queued = self._pending.get(key)
+            if queued is not None:  # a newer patch came meanwhile: it wins where both say something
+                write.body = _merged(write.body, queued.body)
+            self._pending[key] = write
 
 
 # -- one list/watch loop ----------------------------------------------------------
@@ -323,7 +352,7 @@ class _Stream:
     tuning: _Tuning
     state: _StreamState = field(default_factory=_StreamState)
     thread: threading.Thread | None = None
-    on_listed: Any = None  # called (no arguments) after each successful list
+    on_listed: Callable[[], None] | None = None  # called after each successful list
     _watch: Any = None  # the kubernetes.watch.Watch in progress
 
     @property
@@ -355,6 +384,7 @@ class _Stream:
                 self.state.phase = "watching"
                 if self._watch_once():
                     backoff.reset()
+                    self.state.last_error = ""
                     continue
                 RESTARTS.labels(self.kind, "empty").inc()
             except _Gone:
@@ -555,6 +585,9 @@ class KubernetesSource:
         self._writer: _StatusWriter | None = None
         self._started = False
         self._synced = threading.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._federation_written: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._federation_lock = threading.Lock()
 
     @property
     def namespaces(self) -> list[str | None]:
@@ -580,6 +613,8 @@ class KubernetesSource:
             for ns in self.namespaces for kind in KINDS
         ]
         self._synced.clear()
+        if self._writer is not None:
+            self._unsubscribe = self._registry.subscribe(self._on_registry_change)
         for s in self._streams:
             s.on_listed = self._check_synced
             s.start()
@@ -593,6 +628,9 @@ class KubernetesSource:
         if not self._started:
             return
         self._stopping.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._writer is not None:
             self._writer.wake()
         await asyncio.to_thread(self._join, time.monotonic() + self._stop_timeout_s)
@@ -614,6 +652,28 @@ class KubernetesSource:
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
             _log.warning("threads still running after stop: %s", ", ".join(alive))
+
+    def _on_registry_change(self) -> None:
+        """Write what federation learnt about each watched ToolSet, when it changed."""
+        writer = self._writer
+        if writer is None:
+            return
+        scopes = set(self._settings.namespaces)
+        with self._federation_lock:
+            present: set[tuple[str, str]] = set()
+            for ts in self._registry.toolsets():
+                if scopes and ts.tenant not in scopes:
+                    continue
+                present.add(ts.key)
+                status = self._registry.toolset_status(ts.tenant, ts.name)
+                if status == ToolSetStatus():
+                    continue  # federation has not looked at it yet
+                state = _federation_state(status)
+                if self._federation_written.get(ts.key) != state:
+                    self._federation_written[ts.key] = state
+                    writer.submit("ToolSet", ts.tenant, ts.name, toolset_status_patch(status))
+            for key in set(self._federation_written) - present:
+                del self._federation_written[key]
 
     def _check_synced(self) -> None:
         if self.synced():
@@ -658,5 +718,5 @@ class KubernetesSource:
         counts = self._registry.counts()
         detail = f"{counts['tools']} tools, {counts['toolsets']} toolsets, {counts['errors']} refused"
         if troubles:
-            detail += "; reconnecting: " + "; ".join(troubles)
+            detail += "; last errors: " + "; ".join(troubles)
         return True, detail

@@ -281,7 +281,10 @@ class FakeKubeApi:
             return self._state.rv
 
     def fail_next(self, verb: str, code: int = 500, times: int = 1) -> None:
-        """Answer the next ``times`` requests of ``verb`` (list, watch, patch, put, get) with ``code``."""
+        """Answer the next ``times`` requests of ``verb`` with ``code``.
+
+        Verbs: list, continue (a list request carrying a continue token), watch, patch, put, get.
+        """
         with self._cond:
             self._faults.append(_Fault(verb, code, times))
 
@@ -399,6 +402,8 @@ class _Handler(BaseHTTPRequestHandler):
         if query.get("watch") in ("1", "true"):
             if not self._fault("watch"):
                 self._watch(plural, namespace, query)
+            return
+        if query.get("continue") and self._fault("continue"):
             return
         if not self._fault("list"):
             self._list(plural, namespace, query)

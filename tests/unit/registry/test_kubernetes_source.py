@@ -14,7 +14,8 @@ from kubernetes import client as k8s_client
 
 from link.registry import build_source
 from link.registry.kubernetes import KubernetesConfigError, KubernetesSource
-from link.registry.registry import ToolRegistry
+from link.registry.model import Tool
+from link.registry.registry import ToolRegistry, ToolSetStatus
 from link.settings import RegistrySettings, load_settings
 from tests.harness.kube_api import FakeKubeApi, fake_kube_api
 
@@ -145,6 +146,17 @@ async def test_list_is_paged(kube: FakeKubeApi, make_source: Factory) -> None:
     assert sum(1 for r in tool_lists if r.query.get("continue")) == 2
 
 
+async def test_expired_continue_token_starts_the_list_over(kube: FakeKubeApi, make_source: Factory) -> None:
+    for i in range(3):
+        kube.apply(tool(f"t{i}"))
+    kube.fail_next("continue", 410)
+    _src, registry = await make_source(page_size=1)
+    assert names(registry) == ["t0", "t1", "t2"]
+    tool_lists = [r for r in kube.list_requests() if r.path.endswith("/tools")]
+    # page 1, page 2 refused with 410, then the whole list again: pages 1, 2, 3.
+    assert [bool(r.query.get("continue")) for r in tool_lists] == [False, True, False, True, True]
+
+
 async def test_namespaces_limit_what_is_watched(kube: FakeKubeApi, make_source: Factory) -> None:
     kube.apply(tool("mine"))
     kube.apply(tool("theirs", ns="globex"))
@@ -261,6 +273,29 @@ async def test_status_keeps_other_writers_conditions(kube: FakeKubeApi, make_sou
     assert [c["type"] for c in st["conditions"]] == ["Connected", "Ready"]
     # Still ready: the transition time did not move.
     assert st["conditions"][1]["lastTransitionTime"] == ready_cond["lastTransitionTime"]
+
+
+async def test_federation_state_of_a_toolset_is_written(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(toolset("kb"))
+    src, registry = await make_source()
+    await eventually(lambda: status(kube, "ToolSet", "kb").get("ready") is True)
+    assert "connected" not in status(kube, "ToolSet", "kb")  # federation has not reported yet
+
+    found = [Tool(tenant="acme", name=f"kb_{n}", display_name=n, description=n, endpoint="https://mcp.example/mcp",
+                  toolset="kb", remote_name=n) for n in ("search", "fetch")]
+    registry.set_federated("acme", "kb", found, ToolSetStatus(
+        connected=True, tool_count=2, discovered_tools=("search", "fetch"), last_sync=1_700_000_000.0))
+    await eventually(lambda: status(kube, "ToolSet", "kb").get("connected") is True)
+    st = status(kube, "ToolSet", "kb")
+    assert (st["toolCount"], st["discoveredTools"], st["lastSync"], st["error"]) == (
+        2, ["search", "fetch"], "2023-11-14T22:13:20Z", "")
+    assert st["ready"] is True  # Link's verdict is still there
+
+    registry.set_federated("acme", "kb", [], ToolSetStatus(connected=False, error="upstream went away"))
+    await eventually(lambda: status(kube, "ToolSet", "kb").get("connected") is False)
+    st = status(kube, "ToolSet", "kb")
+    assert (st["toolCount"], st["discoveredTools"], st["error"]) == (0, [], "upstream went away")
+    await eventually(lambda: not src.status_writes_pending())
 
 
 async def test_status_writes_can_be_turned_off(kube: FakeKubeApi, make_source: Factory) -> None:
