@@ -34,6 +34,7 @@ class EmbeddedMcpServer:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
+        self._app_started = False
 
     @property
     def base_url(self) -> str:
@@ -47,6 +48,7 @@ class EmbeddedMcpServer:
     async def start(self) -> None:
         if self._own_app:
             await self.app.start()
+            self._app_started = True
         config = uvicorn.Config(
             build_asgi(self.app, self.parts), host=self.settings.mcp.host, port=self.settings.mcp.port,
             log_level="warning", lifespan="on", access_log=False,
@@ -69,6 +71,7 @@ class EmbeddedMcpServer:
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.mcp.port
 
     async def stop(self) -> None:
+        """Stop serving (idempotent)."""
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
@@ -79,7 +82,10 @@ class EmbeddedMcpServer:
                 self._task.cancel()
                 with contextlib.suppress(BaseException):
                     await self._task
-        if self._own_app:
+        self._server = None
+        self._task = None
+        if self._own_app and self._app_started:
+            self._app_started = False
             await self.app.stop()
 
     async def wait(self) -> None:

@@ -259,7 +259,8 @@ class ToolSetFederation:
                 next_refresh = time.monotonic() + link.toolset.refresh_interval_s
             else:
                 async with asyncio.timeout(link.toolset.upstream.timeout_s):
-                    await client.send_ping()
+                    # The session's ping: the connection is a handshake-era one (mode "legacy").
+                    await client.session.send_ping()
 
     def _publish(self, link: _Link, tools: list[Tool], *, connected: bool, error: str,
                  discovered: list[str] | None = None) -> None:
