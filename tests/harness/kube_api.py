@@ -477,7 +477,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            self._stream(pending, gone, epochs, cursor, matches, bookmarks, deadline)
+            self._stream(pending, gone, epochs, cursor, matches, PLURALS[plural] if bookmarks else None, deadline)
         except OSError:
             self.close_connection = True
         finally:
@@ -485,7 +485,8 @@ class _Handler(BaseHTTPRequestHandler):
                 fake._open_watches -= 1
 
     def _stream(self, pending: list[dict[str, Any]], gone: bool, epochs: tuple[int, int, int], cursor: int,
-                matches: Any, bookmarks: bool, deadline: float | None) -> None:
+                matches: Any, bookmark_kind: str | None, deadline: float | None) -> None:
+        """Write events until cut, expired, timed out or closed; bookmarks (of ``bookmark_kind``) if asked."""
         fake = self.fake
         drop0, expire0, bookmark0 = epochs
         while True:
@@ -515,9 +516,9 @@ class _Handler(BaseHTTPRequestHandler):
                                if e.rv > cursor and matches(e)]
                     if st.bookmark_epoch != bookmark0:
                         bookmark0 = st.bookmark_epoch
-                        if bookmarks:
+                        if bookmark_kind is not None:
                             pending.append({"type": "BOOKMARK", "object": {
-                                "apiVersion": API_VERSION, "kind": "Tool",
+                                "apiVersion": API_VERSION, "kind": bookmark_kind,
                                 "metadata": {"resourceVersion": str(st.rv)}}})
                     cursor = st.rv
                     if pending:
