@@ -298,6 +298,8 @@ class SnapshotSettings(_Section):
     purge_interval_s: float = Field(default=60, gt=0)
     queue_max: int = Field(default=1_000, ge=1)  # captured exchanges waiting for the writer; more are dropped
     publish_queue_max: int = Field(default=1_000, ge=1)  # snapshots waiting for Kafka; more are not published
+    # An error storm yields thousands of alike snapshots; masking them would compete with the request path.
+    max_per_second: float = Field(default=20.0, gt=0)
 
     @field_validator("retention_days")
     @classmethod

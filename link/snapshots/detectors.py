@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["IBAN_LENGTHS", "iban_valid", "luhn_valid", "mask_text"]
+__all__ = ["IBAN_LENGTHS", "QUICK_CHECK", "iban_valid", "luhn_valid", "mask_text"]
 
 # Registered IBAN lengths per country (ISO 13616 registry).
 IBAN_LENGTHS: dict[str, int] = {
@@ -82,6 +82,10 @@ class _Detector:
     pattern: re.Pattern[str]
     # Returns the replacement for one match, or None to leave it (checksum failed).
     replace: Callable[[re.Match[str]], str | None]
+    # Cheap pre-checks: fewer digits than this, or none of these substrings, and the pattern cannot match.
+    min_digits: int = 0
+    needs: tuple[str, ...] = ()
+    needs_lower: tuple[str, ...] = ()  # checked against the lower-cased text
 
 
 def _plain(kind: str) -> Callable[[re.Match[str]], str | None]:
@@ -145,18 +149,19 @@ def _phone(m: re.Match[str]) -> str | None:
 
 
 _DETECTORS: tuple[_Detector, ...] = (
-    _Detector("jwt", _JWT, _plain("jwt")),
-    _Detector("token", _AUTH_SCHEME, _auth_scheme),
-    _Detector("token", _KNOWN_SECRET, _plain("token")),
-    _Detector("email", _EMAIL, _plain("email")),
-    _Detector("iban", _IBAN, _iban),
-    _Detector("card", _CARD, _card),
-    _Detector("ssn", _SSN, _plain("ssn")),
-    _Detector("phone", _PHONE, _phone),
+    _Detector("jwt", _JWT, _plain("jwt"), needs=("eyJ",)),
+    _Detector("token", _AUTH_SCHEME, _auth_scheme, needs_lower=("bearer", "basic")),
+    _Detector("token", _KNOWN_SECRET, _plain("token"), needs=("k_live_", "k_test_", "gh", "xox", "AKIA", "sk-")),
+    _Detector("email", _EMAIL, _plain("email"), needs=("@",)),
+    _Detector("iban", _IBAN, _iban, min_digits=2),
+    _Detector("card", _CARD, _card, min_digits=13),
+    _Detector("ssn", _SSN, _plain("ssn"), min_digits=9),
+    _Detector("phone", _PHONE, _phone, min_digits=9),
 )
 
 # A cheap pre-check: text without digits, '@' or a token-ish word holds nothing to mask.
-_MAYBE = re.compile(r"[0-9@]|eyJ|(?i:bearer|basic)|_live_|_test_|gh[pousr]_|xox|AKIA|sk-")
+QUICK_CHECK = _MAYBE = re.compile(r"[0-9@]|eyJ|(?i:bearer|basic)|_live_|_test_|gh[pousr]_|xox|AKIA|sk-")
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
 
 
 class _Replacer:
@@ -180,11 +185,17 @@ def mask_text(text: str, found: set[str]) -> str:
     """Replace PII and credentials in ``text``; add the kinds found to ``found``."""
     if not text or _MAYBE.search(text) is None:
         return text
+    digits = len(text) - len(text.translate(_DROP_DIGITS))
     for det in _DETECTORS:
-        if det.kind == "email" and "@" not in text:
+        if digits < det.min_digits:
+            continue
+        if det.needs and not any(n in text for n in det.needs):
+            continue
+        if det.needs_lower and not any(n in text.lower() for n in det.needs_lower):
             continue
         replacer = _Replacer(det.replace)
         text = det.pattern.sub(replacer, text)
         if replacer.hit:
             found.add(det.kind)
+            digits = len(text) - len(text.translate(_DROP_DIGITS))
     return text

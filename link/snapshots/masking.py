@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from link.snapshots.detectors import luhn_valid, mask_text
+from link.snapshots.detectors import QUICK_CHECK, luhn_valid, mask_text
 
 __all__ = ["REDACTED", "SECRET_HEADERS", "PiiMasker"]
 
@@ -32,6 +32,7 @@ SECRET_HEADERS = frozenset(
 )
 # What an excerpt's cut may leave of an e-mail address or a long number.
 _CUT_TAIL = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]*|[0-9][0-9 .-]{5,})$")
+_KEY_CACHE_MAX = 4096
 # Bigger than any excerpt we keep, smaller than a decompression bomb.
 _MAX_INFLATED = 1 << 20
 
@@ -49,6 +50,7 @@ class PiiMasker:
         # A secret header's value is as secret when a body carries it (echoes, debug dumps, logs).
         keys = [k for k in (*mask_keys, *self._secret_headers) if k.strip()]
         self._keys = frozenset(k for k in (_norm(k) for k in keys) if k)
+        self._key_cache: dict[str, bool] = {}
         names = "|".join(sorted({re.escape(k) for k in keys}, key=len, reverse=True))
         # "password": "…" / 'token': 123 in text that is JSON-ish but does not parse (cut excerpts).
         self._json_pair = (
@@ -67,10 +69,20 @@ class PiiMasker:
         self._xml_pair = (
             re.compile(r"(?i)(<[A-Za-z0-9_:-]*?(?:" + names + r")(?:\s[^>]*)?>)([^<]*)") if names else None
         )
+        # One search tells whether a string needs any work at all (most JSON values do not).
+        self._quick = re.compile(QUICK_CHECK.pattern + (r"|(?i:" + names + ")" if names else ""))
 
     # -- keys --------------------------------------------------------------------------------
     def is_masked_key(self, key: str) -> bool:
         """True when values under ``key`` are secret (``client_secret`` is, ``secretary`` is not)."""
+        cached = self._key_cache.get(key)
+        if cached is None:
+            cached = self._is_masked_key(key)
+            if len(self._key_cache) < _KEY_CACHE_MAX:  # bodies repeat their keys; bound it all the same
+                self._key_cache[key] = cached
+        return cached
+
+    def _is_masked_key(self, key: str) -> bool:
         norm = _norm(key)
         if not norm:
             return False
@@ -88,6 +100,8 @@ class PiiMasker:
     # -- text --------------------------------------------------------------------------------
     def mask_text(self, text: str, found: set[str]) -> str:
         """Key=value secrets, then PII detectors."""
+        if not text or self._quick.search(text) is None:
+            return text
         text = self._mask_pairs(text, found)
         return mask_text(text, found)
 
@@ -124,8 +138,8 @@ class PiiMasker:
         if isinstance(value, dict):
             out: dict[str, Any] = {}
             for k, v in value.items():
-                key = self.mask_text(str(k), found)
-                if self.is_masked_key(str(k)) and v not in (None, "", [], {}):
+                key = self.mask_text(k, found)
+                if self.is_masked_key(k) and v not in (None, "", [], {}):
                     found.add("secret")
                     out[key] = MASKED
                 else:
@@ -135,14 +149,12 @@ class PiiMasker:
             return [self.mask_json(v, found) for v in value]
         if isinstance(value, str):
             return self.mask_text(value, found)
-        if isinstance(value, int) and not isinstance(value, bool):
-            # A card number sent as a JSON number.
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**12:
+            # A card number sent as a JSON number (the only PII a bare integer can be).
             digits = str(abs(value))
             if 13 <= len(digits) <= 19 and luhn_valid(digits):
                 found.add("card")
                 return "[card]"
-            masked = mask_text(digits, found)
-            return value if masked == digits else masked
         return value
 
     def mask_headers(self, headers: Mapping[str, str], found: set[str]) -> dict[str, str]:

@@ -58,13 +58,18 @@ class SnapshotSink:
         self._tenants = frozenset(s.tenants)
         self._purge_interval_s = s.purge_interval_s
         self._clock = clock
+        # Token bucket over captures: a burst of a second's worth, then max_per_second.
+        self._rate = s.max_per_second
+        self._burst = max(1.0, s.max_per_second)
+        self._tokens = self._burst
+        self._refilled = time.monotonic()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=s.queue_max)
         self._thread: threading.Thread | None = None
         self._error = ""
 
     # -- the request path ----------------------------------------------------------------------
     def wants(self, status: int, tenant: str, route_snapshots: bool) -> bool:
-        """A configured status class, on a route or tenant that opted in."""
+        """A configured status class, on a route or tenant that opted in, within the capture rate."""
         if status >= 500:
             if not self._capture_5xx:
                 return False
@@ -73,7 +78,19 @@ class SnapshotSink:
                 return False
         else:
             return False
-        return route_snapshots or self._all_tenants or tenant in self._tenants
+        if not (route_snapshots or self._all_tenants or tenant in self._tenants):
+            return False
+        return self._take_token()
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        metrics.SNAPSHOTS_DROPPED.labels("rate_limited").inc()
+        return False
 
     def offer(self, exchange: Exchange) -> None:
         """Queue the exchange for the writer thread; drop (and count) when the queue is full."""

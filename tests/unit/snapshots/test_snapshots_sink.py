@@ -136,3 +136,14 @@ async def test_install_wires_sink_component_and_admin_routes(tmp_path: Path) -> 
     assert paths == {"/admin/snapshots", "/admin/snapshots/{snapshot_id}"}
     off = LinkApp(_settings(tmp_path, **{"snapshots.enabled": False}), plugins=("link.snapshots",))
     assert off.exchange_sink is None and off.admin_routes == []
+
+
+def test_capture_rate_is_bounded(tmp_path: Path) -> None:
+    sink = _sink(_settings(tmp_path, **{"snapshots.max_per_second": "5"}))
+    before = REGISTRY.get_sample_value("stoa_link_snapshots_dropped_total", {"reason": "rate_limited"}) or 0.0
+    wanted = sum(sink.wants(503, "acme", True) for _ in range(100))  # an error storm, within a blink
+    assert 5 <= wanted <= 6  # the burst, plus what refilled meanwhile
+    after = REGISTRY.get_sample_value("stoa_link_snapshots_dropped_total", {"reason": "rate_limited"}) or 0.0
+    assert after - before == 100 - wanted
+    assert not sink.wants(200, "acme", True)  # not an error: not counted as rate-limited
+    assert (REGISTRY.get_sample_value("stoa_link_snapshots_dropped_total", {"reason": "rate_limited"}) or 0) == after
