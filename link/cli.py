@@ -128,6 +128,7 @@ def _cmd_envoy_config(args: argparse.Namespace) -> int:
         ext_proc_timeout_ms=args.ext_proc_timeout_ms,
         ext_proc_prefixes=tuple(args.ext_proc_prefix),
         otlp_endpoint=args.otlp_endpoint,
+        health_port=args.health_port,
     )
     try:
         bootstrap = build_bootstrap(opts)
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--ext-proc-prefix", action="append", default=[], metavar="PREFIX",
                     help="routes whose bodies go to ext_proc (contracts, snapshots)")
     ec.add_argument("--otlp-endpoint", metavar="HOST:PORT", help="enable Envoy's OpenTelemetry tracer")
+    ec.add_argument("--health-port", type=int, default=9902, metavar="PORT",
+                    help="listener answering GET /ready for Kubernetes probes (0 = none)")
     ec.add_argument("-o", "--output", metavar="FILE")
 
     demo = sub.add_parser("demo", help="run Envoy, Link, the MCP server and a demo upstream locally")

@@ -35,6 +35,8 @@ from envoy_data_plane.envoy.config.core.v3 import (
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    HeaderMatcher,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -62,6 +64,7 @@ from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingModeBodySendMode,
     ProcessingModeHeaderSendMode,
 )
+from envoy_data_plane.envoy.extensions.filters.http.health_check.v3 import HealthCheck
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -73,6 +76,7 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
     HttpProtocolOptionsExplicitHttpConfig,
 )
+from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
 from envoy_data_plane.google.protobuf import Any as AnyProto
 
@@ -109,6 +113,9 @@ class EnvoyOptions:
     extra_headers_to_log: tuple[str, ...] = field(default=("traceparent",))
     # False: a plain proxy with no Link filters (the benchmark's baseline).
     link_filters: bool = True
+    # A listener answering /ready (200, or 503 while draining) for Kubernetes probes; 0 = none.
+    # The admin interface stays on loopback, so kubelet cannot use it.
+    health_port: int = 0
 
     def upstream_url(self) -> str:
         return self.upstream or f"http://127.0.0.1:{PRIMARY_GATEWAY_PORTS[self.primary_gateway]}"
@@ -274,6 +281,28 @@ def _tracing(opts: EnvoyOptions) -> HttpConnectionManagerTracing | None:
     return HttpConnectionManagerTracing(provider=provider, spawn_upstream_span=False)
 
 
+def _health_listener(opts: EnvoyOptions) -> Listener:
+    """Envoy's own health: the health_check filter answers without touching any upstream."""
+    hcm = HttpConnectionManager(
+        stat_prefix="health",
+        route_config=RouteConfiguration(name="health", virtual_hosts=[VirtualHost(
+            name="health", domains=["*"],
+            routes=[Route(match=RouteMatch(prefix="/"), direct_response=DirectResponseAction(status=404))])]),
+        http_filters=[
+            HttpFilter(name="envoy.filters.http.health_check", typed_config=_pack(HealthCheck(
+                pass_through_mode=False,
+                headers=[HeaderMatcher(name=":path", string_match=StringMatcher(exact="/ready"))]))),
+            HttpFilter(name="envoy.filters.http.router", typed_config=_pack(Router())),
+        ],
+    )
+    return Listener(
+        name="health",
+        address=_address(f"{opts.listen_address}:{opts.health_port}"),
+        filter_chains=[FilterChain(filters=[Filter(
+            name="envoy.filters.network.http_connection_manager", typed_config=_pack(hcm))])],
+    )
+
+
 def build_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
     """The bootstrap as a plain dict (Envoy's JSON/YAML form)."""
     hcm = HttpConnectionManager(
@@ -297,6 +326,9 @@ def build_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
         filter_chains=[FilterChain(filters=[Filter(
             name="envoy.filters.network.http_connection_manager", typed_config=_pack(hcm))])],
     )
+    listeners = [listener]
+    if opts.health_port:
+        listeners.append(_health_listener(opts))
     up = urlsplit(opts.upstream_url())
     if up.scheme not in ("http", "https") or not up.hostname:
         raise ValueError(f"upstream {opts.upstream_url()!r}: expected http(s)://host:port")
@@ -311,7 +343,7 @@ def build_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
         clusters.append(_static_cluster(OTEL_CLUSTER, [_address(opts.otlp_endpoint)], 1000, http2=True))
     bootstrap = Bootstrap(
         admin=Admin(address=_address(f"{opts.admin_address}:{opts.admin_port}")),
-        static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters),
+        static_resources=BootstrapStaticResources(listeners=listeners, clusters=clusters),
     )
     return _explicit_failure_modes(bootstrap.to_dict(), opts.failure_mode == "open")
 

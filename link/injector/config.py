@@ -18,10 +18,11 @@ LINK_CONTAINER = "stoa-link"
 
 # Ports inside the pod. Envoy's listener is what the gateway's Service must target.
 ENVOY_PORT = 8080
+ENVOY_HEALTH_PORT = 9902  # `stoa-link envoy-config --health-port` (its default)
 ENVOY_ADMIN_PORT = 9901  # loopback only (the generated bootstrap binds it to 127.0.0.1)
 LINK_GRPC_PORT = 9191  # loopback only: only the pod's own Envoy may call Link
 LINK_ADMIN_PORT = 8081  # /health/live, /health/ready, /metrics: kubelet and Prometheus reach it
-RESERVED_PORTS = (ENVOY_PORT, ENVOY_ADMIN_PORT, LINK_GRPC_PORT, LINK_ADMIN_PORT)
+RESERVED_PORTS = (ENVOY_PORT, ENVOY_HEALTH_PORT, ENVOY_ADMIN_PORT, LINK_GRPC_PORT, LINK_ADMIN_PORT)
 
 ENVOY_CONFIG_DIR = "/etc/stoa-envoy"
 LINK_DATA_DIR = "/var/lib/stoa"

@@ -12,6 +12,7 @@ from typing import Any
 from link.injector.config import (
     ENVOY_CONFIG_DIR,
     ENVOY_CONTAINER,
+    ENVOY_HEALTH_PORT,
     ENVOY_PORT,
     LINK_ADMIN_PORT,
     LINK_CONTAINER,
@@ -49,9 +50,9 @@ def _security_context(uid: int) -> dict[str, Any]:
 def envoy_container(config: InjectorConfig) -> dict[str, Any]:
     """Envoy, the pod's front proxy: listens on 8080, asks Link, forwards to the gateway on loopback."""
     # Envoy's admin (port 9901) listens on 127.0.0.1 only (it can stop the proxy), so kubelet probes the
-    # listener: it is bound once the static clusters are initialised, i.e. when Envoy is ready.
+    # generated health listener: /ready answers 200, or 503 once Envoy starts draining.
     def listener(**timing: int) -> dict[str, Any]:
-        return {"tcpSocket": {"port": ENVOY_PORT}, **timing}
+        return {"httpGet": {"path": "/ready", "port": ENVOY_HEALTH_PORT}, **timing}
 
     return {
         "name": ENVOY_CONTAINER,
@@ -63,7 +64,8 @@ def envoy_container(config: InjectorConfig) -> dict[str, Any]:
             "--disable-hot-restart",  # no shared-memory restart protocol in a container
             "--log-level", config.envoy_log_level,
         ],
-        "ports": [{"name": "stoa-http", "containerPort": ENVOY_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "stoa-http", "containerPort": ENVOY_PORT, "protocol": "TCP"},
+                  {"name": "stoa-health", "containerPort": ENVOY_HEALTH_PORT, "protocol": "TCP"}],
         "readinessProbe": listener(periodSeconds=5, failureThreshold=3),
         "livenessProbe": listener(initialDelaySeconds=10, periodSeconds=10, failureThreshold=3),
         "resources": config.envoy_resources.as_k8s(),

@@ -126,3 +126,12 @@ def test_access_log_feed_joins_decisions(sidecar: Sidecar) -> None:
         assert (o.http_status, o.outcome.value, o.route) == (401, "unauthenticated", "orders")
         assert o.reason  # the identity phase says why
         assert o.route_template == "/orders/{id}"
+
+
+def test_envoy_health_listener_answers_ready() -> None:
+    """The probe listener Kubernetes uses (the admin interface stays on loopback)."""
+    health = free_port()
+    with EchoUpstream() as up, envoy_for([f"127.0.0.1:{free_port()}"], up.url, health_port=health):
+        assert httpx.get(f"http://127.0.0.1:{health}/ready", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{health}/other", timeout=5).status_code == 404
+        assert len(up.requests) == 0
