@@ -24,25 +24,14 @@ from jsonschema.protocols import Validator
 
 from link.contracts.model import Contract, Endpoint
 from link.model import Request
+from link.routes import compile_template
 
-__all__ = ["CompiledEndpoint", "Violation", "compile_template"]
+__all__ = ["CompiledEndpoint", "Violation"]
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _INT = re.compile(r"^-?\d+$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
                type(None): "null"}
-
-
-def compile_template(template: str) -> re.Pattern[str]:
-    """``/invoices/{id}`` -> a regex with one named group per parameter (no slash inside a parameter)."""
-    out, pos = [], 0
-    for m in _PARAM.finditer(template):
-        out.append(re.escape(template[pos : m.start()]))
-        out.append(f"(?P<{m.group(1)}>[^/]+)")
-        pos = m.end()
-    out.append(re.escape(template[pos:]))
-    return re.compile("^" + "".join(out) + "/?$")
 
 
 @dataclass(frozen=True, slots=True)
