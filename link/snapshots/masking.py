@@ -158,13 +158,19 @@ class PiiMasker:
         return value
 
     def mask_headers(self, headers: Mapping[str, str], found: set[str]) -> dict[str, str]:
-        """Secret headers -> ``[REDACTED]``; other values masked like text."""
+        """Secret headers -> ``[REDACTED]``; other values masked like text.
+
+        The standard secret headers are always redacted and not reported as found (every
+        authenticated request has one); a custom header named like a masked key is.
+        """
         out: dict[str, str] = {}
         for name, value in headers.items():
             lname = name.lower()
-            if lname in self._secret_headers or self.is_masked_key(lname):
+            if lname in self._secret_headers:
+                out[lname] = REDACTED
+            elif self.is_masked_key(lname):
                 if value:
-                    found.add("secret_header")
+                    found.add("secret")
                 out[lname] = REDACTED
             elif lname == ":path":
                 out[lname] = self.mask_url(value, found)

@@ -72,6 +72,17 @@ def error_type(exchange: Exchange) -> str:
     return "error"
 
 
+def _status(exchange: Exchange) -> str:
+    """The metering ``status``: Link's outcome, corrected by what happened upstream (as metering does)."""
+    outcome = exchange.outcome
+    if outcome is Outcome.SUCCESS:
+        if exchange.status >= 500:
+            outcome = Outcome.ERROR
+        elif exchange.status == 404:
+            outcome = Outcome.NOT_FOUND
+    return str(outcome.value)
+
+
 def _error_message(body: str, status: int) -> str:
     """The upstream's own message when its (masked) body has one, else the status phrase."""
     try:
@@ -140,7 +151,7 @@ def build_snapshot(
         "route": exchange.route,
         "method": exchange.method,
         "http_status": exchange.status,
-        "status": (exchange.outcome if exchange.status < 500 else Outcome.ERROR).value,
+        "status": _status(exchange),
         "latency_ms": latency,
         "t_gateway_ms": _ms(max(0.0, latency - backend)),
         "t_backend_ms": backend,

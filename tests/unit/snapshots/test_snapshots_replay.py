@@ -45,3 +45,13 @@ def test_snapshot_replay_has_no_secrets() -> None:
     assert cmd.endswith("# body excerpt only: the original body was longer")
     assert doc["error_message"] == "boom"
     assert doc["error_type"] == "upstream_5xx"
+
+
+def test_pii_found_reflects_content_not_routine_redaction() -> None:
+    masker = PiiMasker(SnapshotSettings().mask_keys)
+    ex = Exchange(request_id="r", timestamp=1.0, method="GET", path="/a", status=502,
+                  request=HttpMessage(headers={"authorization": "Bearer abcdefgh"}),
+                  response=HttpMessage(headers={"content-type": "text/plain"}, body=b"bad gateway"))
+    doc = build_snapshot(ex, masker, SnapshotOrigin("gw", "i", "sidecar"))
+    assert (doc["pii_found"], doc["pii_kinds"]) == (False, [])
+    assert doc["request"]["headers"]["authorization"] == "[REDACTED]"
