@@ -55,58 +55,64 @@ class DecisionTracer:
         parent = _PROPAGATOR.extract(carrier) if carrier else None
         route = ctx.route
         template = (route.template or route.name) if route is not None else None
-        meta = decision.metadata
         if from_envoy:
             name, kind = "stoa.decision", SpanKind.INTERNAL
         else:
             name, kind = (f"{req.method} {template}" if template else req.method), SpanKind.SERVER
-
-        attributes: dict[str, Any] = {
-            "http.request.method": req.method,
-            "url.path": req.path,
-            "url.scheme": req.scheme,
-            "stoa.decision": "allow" if decision.allowed else "deny",
-            "stoa.outcome": decision.outcome.value,
-            "stoa.entry": str(ctx.metadata.get("entry", "ext_authz")),
-        }
-        optional = {
-            "http.route": template,
-            "server.address": req.host or None,
-            "client.address": req.source_address or None,
-            "network.protocol.version": _protocol_version(req.protocol),
-            "user_agent.original": req.headers.get("user-agent"),
-            "stoa.tenant": meta.get("tenant") or None,
-            "stoa.consumer": meta.get("consumer") or None,
-            "stoa.tool": req.tool_name or meta.get("tool") or None,
-            "stoa.route": route.name if route is not None else None,
-            "stoa.api": meta.get("api") or None,
-            "stoa.reason": decision.reason or None,
-            "stoa.credential": meta.get("credential") or None,
-            "stoa.decision_id": ctx.decision_id or None,
-            "stoa.request_id": req.request_id or None,
-        }
-        attributes.update({k: v for k, v in optional.items() if v is not None})
-        if not decision.allowed:
-            # Link answered the client itself: this is the response status.
-            attributes["http.response.status_code"] = decision.http_status
-        for phase, ns in ctx.timings_ns.items():
-            attributes[f"stoa.phase.{phase}_ms"] = round(ns / 1e6, 3)
-
         elapsed_ns = max(0, time.perf_counter_ns() - req.received_ns)
         start_ns = int(req.received_at * 1e9)
-        span = self._tracer.start_span(name, context=parent, kind=kind, start_time=start_ns, attributes=attributes)
-        if decision.http_status >= 500:
-            span.set_status(Status(StatusCode.ERROR, decision.reason or None))
+        span = self._tracer.start_span(name, context=parent, kind=kind, start_time=start_ns)
+        if span.is_recording():  # attributes cost more than the span: only for sampled requests
+            span.set_attributes(_attributes(ctx, decision, template))
+            if decision.http_status >= 500:
+                span.set_status(Status(StatusCode.ERROR, decision.reason or None))
         span.end(end_time=start_ns + elapsed_ns)
 
         sc = span.get_span_context()
         if not sc.is_valid:
             return
+        meta = decision.metadata
         meta[META_TRACE_ID] = f"{sc.trace_id:032x}"
-        meta[META_DECISION] = attributes["stoa.decision"]
+        meta[META_DECISION] = "allow" if decision.allowed else "deny"
         if decision.allowed and not from_envoy:
             # Envoy is not tracing: nobody else will give the upstream a trace context.
             decision.upstream_headers["traceparent"] = format_traceparent(sc.trace_id, sc.span_id,
                                                                            int(sc.trace_flags))
             if carrier.get("tracestate"):
                 decision.upstream_headers["tracestate"] = carrier["tracestate"]
+
+
+def _attributes(ctx: RequestContext, decision: Decision, template: str | None) -> dict[str, Any]:
+    """Semantic-convention HTTP attributes plus Link's ``stoa.*``; absent values are left out."""
+    req = ctx.request
+    meta = decision.metadata
+    route = ctx.route
+    attributes: dict[str, Any] = {
+        "http.request.method": req.method,
+        "url.path": req.path,
+        "url.scheme": req.scheme,
+        "stoa.decision": "allow" if decision.allowed else "deny",
+        "stoa.outcome": decision.outcome.value,
+        "stoa.entry": str(ctx.metadata.get("entry", "ext_authz")),
+    }
+    optional = {
+        "http.route": template,
+        "server.address": req.host or None,
+        "client.address": req.source_address or None,
+        "network.protocol.version": _protocol_version(req.protocol),
+        "user_agent.original": req.headers.get("user-agent"),
+        "stoa.tenant": meta.get("tenant") or None,
+        "stoa.consumer": meta.get("consumer") or None,
+        "stoa.tool": req.tool_name or meta.get("tool") or None,
+        "stoa.route": route.name if route is not None else None,
+        "stoa.reason": decision.reason or None,
+        "stoa.decision_id": ctx.decision_id or None,
+        "stoa.request_id": req.request_id or None,
+    }
+    attributes.update({k: v for k, v in optional.items() if v is not None})
+    if not decision.allowed:
+        # Link answered the client itself: this is the response status.
+        attributes["http.response.status_code"] = decision.http_status
+    # One attribute for all phases ("identity=0.012 policy=0.080 …", milliseconds): cheaper than one each.
+    attributes["stoa.phases_ms"] = " ".join(f"{p}={ns / 1e6:.3f}" for p, ns in ctx.timings_ns.items())
+    return attributes
