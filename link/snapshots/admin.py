@@ -8,7 +8,9 @@ disk never stalls the admin server's loop.
 from __future__ import annotations
 
 import hmac
-from typing import Any
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,6 +23,7 @@ from link.snapshots.store import SnapshotFilter, SnapshotStore
 __all__ = ["snapshot_routes"]
 
 MAX_LIMIT = 500
+T = TypeVar("T")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -65,6 +68,12 @@ def snapshot_routes(store: SnapshotStore, admin_token: str | None) -> list[Route
     """Starlette routes for the admin server: GET/DELETE ``/admin/snapshots[/{id}]``."""
     expected = admin_token.encode() if admin_token else None
 
+    async def _call(fn: Callable[..., T], *args: Any) -> T | Response:
+        try:
+            return await run_in_threadpool(fn, *args)
+        except (RuntimeError, sqlite3.Error) as exc:  # store not open (bad db_path) or failing
+            return _error(503, f"snapshot store unavailable: {exc}")
+
     def _denied(request: Request) -> Response | None:
         if expected is None:
             return _error(403, "admin API disabled")
@@ -81,7 +90,9 @@ def snapshot_routes(store: SnapshotStore, admin_token: str | None) -> list[Route
             flt = _filter(request)
         except _BadParam as exc:
             return _error(400, str(exc))
-        rows = await run_in_threadpool(store.list, flt)
+        rows = await _call(store.list, flt)
+        if isinstance(rows, Response):
+            return rows
         body: dict[str, Any] = {"snapshots": [r.as_dict() for r in rows], "count": len(rows)}
         return JSONResponse(body)
 
@@ -90,12 +101,17 @@ def snapshot_routes(store: SnapshotStore, admin_token: str | None) -> list[Route
             return denied
         sid = request.path_params["snapshot_id"]
         if request.method == "DELETE":
-            if not await run_in_threadpool(store.delete, sid):
+            deleted = await _call(store.delete, sid)
+            if isinstance(deleted, Response):
+                return deleted
+            if not deleted:
                 return _error(404, "no such snapshot")
             metrics.SNAPSHOTS_PURGED.labels("admin").inc()
             metrics.STORE_BYTES.set(store.stored_bytes)
             return Response(status_code=204)
-        doc = await run_in_threadpool(store.get, sid)
+        doc = await _call(store.get, sid)
+        if isinstance(doc, Response):
+            return doc
         if doc is None:
             return _error(404, "no such snapshot")
         return JSONResponse(doc)

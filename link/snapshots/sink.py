@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -104,7 +105,13 @@ class SnapshotSink:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        await asyncio.to_thread(self.store.open)
+        try:
+            await asyncio.to_thread(self.store.open)
+        except (OSError, sqlite3.Error) as exc:
+            # Snapshots are diagnostics: a bad db_path must not keep Link from serving traffic.
+            self._error = f"cannot open {self.store.path}: {exc}"
+            _log.error("snapshots disabled: %s (check snapshots.db_path)", self._error)
+            return
         if self._publisher is not None:
             await self._publisher.start()
         self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)

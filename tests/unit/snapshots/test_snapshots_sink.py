@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from link.app import LinkApp
 from link.metrics import REGISTRY
@@ -147,3 +149,22 @@ def test_capture_rate_is_bounded(tmp_path: Path) -> None:
     assert after - before == 100 - wanted
     assert not sink.wants(200, "acme", True)  # not an error: not counted as rate-limited
     assert (REGISTRY.get_sample_value("stoa_link_snapshots_dropped_total", {"reason": "rate_limited"}) or 0) == after
+
+
+async def test_an_unusable_db_path_disables_snapshots_without_failing_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    settings = _settings(tmp_path, **{"snapshots.db_path": str(blocker / "snap.db"), "snapshots.admin_token": "t"})
+    app = LinkApp(settings, plugins=("link.snapshots",))
+    await app.start()
+    try:
+        sink = app.exchange_sink
+        assert isinstance(sink, SnapshotSink)
+        ok, detail = sink.readiness()
+        assert ok and "cannot open" in detail
+        sink.offer(exchange())  # dropped, not raised
+        with TestClient(Starlette(routes=app.admin_routes)) as client:
+            r = client.get("/admin/snapshots", headers={"authorization": "Bearer t"})
+            assert r.status_code == 503 and r.json()["error"].startswith("snapshot store unavailable")
+    finally:
+        await app.stop()
