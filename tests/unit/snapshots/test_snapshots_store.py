@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from link.settings import ConfigError, load_settings
 from link.snapshots.store import SnapshotFilter, SnapshotStore
 from tests.unit.snapshots.support import doc
 
@@ -100,3 +103,11 @@ def test_filters_and_delete(tmp_path: Path) -> None:
     assert store.delete(a["snapshot_id"]) is False
     assert store.get(a["snapshot_id"]) is None
     assert store.count() == 2
+
+
+def test_retention_is_never_more_than_30_days() -> None:
+    assert load_settings(env={}).snapshots.retention_days == 7
+    assert load_settings(env={}, overrides={"snapshots.retention_days": "30"}).snapshots.retention_days == 30
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, overrides={"snapshots.retention_days": "31"})
+    assert err.value.key == "snapshots.retention_days" and "30 days" in err.value.reason
