@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-import uuid
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _q  # C: a JSON string literal, quotes included
 from typing import Any, Literal
 
 from link.events import RequestOutcome
 
-__all__ = ["EventEncoder", "EventOrigin", "Record", "build_event", "rfc3339"]
+__all__ = ["EventEncoder", "EventOrigin", "Record", "build_event", "dumps", "new_event_id", "rfc3339"]
 
 # What goes to Kafka and into the spool: (key, value). The key is the tenant, None when unknown.
 Record = tuple[bytes | None, bytes]
@@ -31,6 +32,12 @@ class EventOrigin:
     gateway_id: str
     instance: str
     mode: str
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID; about three times cheaper than ``str(uuid.uuid4())``."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def rfc3339(epoch_s: float) -> str:
@@ -102,9 +109,20 @@ class EventEncoder:
     """Turns a :class:`RequestOutcome` into a Kafka record; pure, safe from any thread."""
 
     def __init__(self, origin: EventOrigin, fmt: EventFormat = "json") -> None:
-        self.origin = origin  # replaced when the control plane assigns a gateway id
         self._fmt = fmt
-        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+        self.origin = origin
+
+    @property
+    def origin(self) -> EventOrigin:
+        return self._origin
+
+    @origin.setter
+    def origin(self, origin: EventOrigin) -> None:
+        """Replaced when the control plane assigns a gateway id."""
+        self._origin = origin
+        self._origin_json = (
+            f'"gateway_id":{_q(origin.gateway_id)},"instance":{_q(origin.instance)},"mode":{_q(origin.mode)}'
+        )
 
     @property
     def format(self) -> EventFormat:
@@ -112,8 +130,34 @@ class EventEncoder:
 
     def encode(self, outcome: RequestOutcome) -> Record:
         """A fresh ``event_id`` each time: an event is encoded once, then retried as these bytes."""
-        event = build_event(outcome, self.origin, str(uuid.uuid4()))
         key = outcome.tenant.encode() if outcome.tenant else None
         if self._fmt == "protobuf":
+            event = build_event(outcome, self._origin, new_event_id())
             return key, _to_protobuf(event, outcome.timestamp)
-        return key, self._dumps(event).encode()
+        return key, self.json(outcome, new_event_id())
+
+    def json(self, o: RequestOutcome, event_id: str) -> bytes:
+        """``json.dumps(build_event(...))``, compact, written out directly: about twice as fast.
+
+        tests/unit/metering checks the two agree, field for field and byte for byte.
+        """
+        return "".join((
+            '{"event_id":', _q(event_id), ',"timestamp":"', rfc3339(o.timestamp), '",', self._origin_json,
+            ',"tenant_id":', _q(o.tenant), ',"user_id":', _q(o.subject), ',"consumer_id":', _q(o.consumer),
+            ',"api":', _q(o.api), ',"tool_name":', _q(o.tool), ',"route":', _q(o.route_template),
+            ',"method":', _q(o.method), ',"http_status":', str(int(o.http_status)),
+            ',"status":', _q(o.outcome.value),
+            ',"latency_ms":', repr(_ms(o.latency_ms)), ',"t_gateway_ms":', repr(_ms(o.t_gateway_ms)),
+            ',"t_backend_ms":', repr(_ms(o.t_backend_ms)),
+            ',"request_size_bytes":', str(_count(o.request_size_bytes)),
+            ',"response_size_bytes":', str(_count(o.response_size_bytes)),
+            ',"scopes":[', ",".join(map(_q, sorted(o.scopes))), '],"roles":[', ",".join(map(_q, sorted(o.roles))),
+            '],"trace_id":', _q(o.trace_id), ',"request_id":', _q(o.request_id),
+            ',"decision_id":', _q(o.decision_id), ',"reason":', _q(o.reason), ',"route_name":', _q(o.route),
+            ',"t_link_ms":', repr(_ms(o.t_link_ms)), ',"source":', _q(o.source), "}",
+        )).encode()
+
+
+def dumps(event: dict[str, Any]) -> bytes:
+    """The reference JSON encoding of an event mapping (compact, UTF-8)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

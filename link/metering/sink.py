@@ -135,8 +135,6 @@ class MeteringSink:
         await asyncio.to_thread(self._spool.open)
         self._spool_open = True
         self._running = True
-        if self._spool.has_pending():
-            self._spooling_since = time.monotonic()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run(), name="metering-sender")]
         self._tasks.append(loop.create_task(self._housekeeping(), name="metering-housekeeping"))
@@ -188,6 +186,8 @@ class MeteringSink:
         if self._spooling_since is not None:
             reason = self._publisher.last_error or "replaying"
             return True, f"spooling ({self._spool.pending_bytes()} bytes pending): {reason}"
+        if not self._publisher.connected:
+            return True, "connecting to the broker"
         return True, f"publishing to {self._settings.topic}"
 
     @property
@@ -240,9 +240,7 @@ class MeteringSink:
             await self._publisher.publish(records)
         except PublishError as exc:
             self._failed(len(records))
-            if self._spooling_since is None:
-                self._spooling_since = time.monotonic()
-                _log.warning("metering: broker unavailable (%s); spooling to %s", exc, self._spool.directory)
+            self._begin_spooling(str(exc))
             await self._to_spool(records, "broker")
         else:
             self._sent(len(records), replayed=False)
@@ -250,15 +248,21 @@ class MeteringSink:
             self._slots.release()
 
     async def _degraded_step(self) -> bool:
-        """Spool the queue, then replay; False when the broker is still away."""
-        if self._spooling_since is None:
-            self._spooling_since = time.monotonic()
-        await self._spill_queue()
+        """Connect, then replay the spool (queue first moved behind it); False while the broker is away."""
         try:
             await self._publisher.connect()
-            drained = await self._replay()
-        except PublishError:
+        except PublishError as exc:
+            self._begin_spooling(str(exc))
             return False
+        if self._spool.has_pending():
+            self._begin_spooling("replaying")
+            await self._spill_queue()  # keeps order: queued events go behind the spooled ones
+            try:
+                drained = await self._replay()
+            except PublishError:
+                return False
+        else:
+            drained = True
         if drained and self._spooling_since is not None:
             _log.info(
                 "metering: spool drained after %.1fs; publishing directly again",
@@ -266,6 +270,11 @@ class MeteringSink:
             )
             self._spooling_since = None
         return True
+
+    def _begin_spooling(self, reason: str) -> None:
+        if self._spooling_since is None:
+            self._spooling_since = time.monotonic()
+            _log.warning("metering: broker unavailable (%s); spooling to %s", reason, self._spool.directory)
 
     async def _replay(self) -> bool:
         """Publish the oldest spooled batches (several in flight), ack in order; True when drained."""

@@ -88,7 +88,8 @@ class TansuBroker:
             return
         if self._paused:
             self.resume()
-        self._proc.stop(signal.SIGTERM, timeout=5.0)
+        # SIGINT: tansu exits at once; on SIGTERM it lingers ~5 s while clients stay connected.
+        self._proc.stop(signal.SIGINT, timeout=5.0)
         self._proc = None
 
     def kill(self) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from link.events import RequestOutcome
-from link.metering.event import EventEncoder, EventOrigin, build_event, rfc3339
+from link.metering.event import EventEncoder, EventOrigin, build_event, dumps, new_event_id, rfc3339
 from link.model import Outcome
 from stoa_proto import MeteringEvent
 from tests.unit.metering.contract_fields import CONTRACT_FIELDS
@@ -97,3 +100,39 @@ def test_the_gateway_id_can_change_after_registration() -> None:
     encoder = EventEncoder(ORIGIN)
     encoder.origin = EventOrigin(gateway_id="uuid-from-cp", instance="pod-7", mode="sidecar")
     assert json.loads(encoder.encode(_outcome())[1])["gateway_id"] == "uuid-from-cp"
+
+
+_text = st.text(max_size=12)  # any unicode: quotes, backslashes, control characters, emoji
+_ms = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tenant=_text, subject=_text, consumer=_text, api=_text, tool=_text, template=_text, reason=_text,
+    scopes=st.lists(_text, max_size=3), roles=st.lists(_text, max_size=3),
+    latency=_ms, backend=_ms, size=st.integers(min_value=-5, max_value=2**40),
+    status=st.integers(min_value=0, max_value=599), outcome=st.sampled_from(list(Outcome)),
+    ts=st.floats(min_value=0, max_value=4e9),
+)
+def test_the_fast_json_writer_matches_the_reference_encoding(
+    tenant: str, subject: str, consumer: str, api: str, tool: str, template: str, reason: str,
+    scopes: list[str], roles: list[str], latency: float, backend: float, size: int, status: int,
+    outcome: Outcome, ts: float,
+) -> None:
+    o = _outcome(
+        tenant=tenant, subject=subject, consumer=consumer, api=api, tool=tool, route_template=template,
+        reason=reason, scopes=scopes, roles=roles, latency_ms=latency, t_backend_ms=backend,
+        request_size_bytes=size, http_status=status, outcome=outcome, timestamp=ts,
+    )
+    encoder = EventEncoder(EventOrigin(gateway_id=tenant, instance='pod "7"', mode="sidecar"))
+    fast = encoder.json(o, "e-1")
+    assert fast == dumps(build_event(o, encoder.origin, "e-1"))
+    json_format.Parse(fast, MeteringEvent())
+
+
+def test_event_ids_are_version_4_uuids() -> None:
+    ids = {new_event_id() for _ in range(1_000)}
+    assert len(ids) == 1_000
+    for value in list(ids)[:50]:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
