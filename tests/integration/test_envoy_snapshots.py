@@ -36,7 +36,9 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     db = tmp_path_factory.mktemp("snapshots") / "snapshots.db"
     overrides = {"snapshots.enabled": True, "snapshots.db_path": str(db), "snapshots.admin_token": TOKEN,
                  "snapshots.capture_4xx": False}
-    with Sidecar(overrides, routes=ROUTES, envoy_options={"ext_proc_prefixes": ("/orders",)}) as sc:
+    # Generous gRPC timeouts: a loaded CI machine must not turn a slow answer into a 500.
+    envoy = {"ext_proc_prefixes": ("/orders",), "ext_proc_timeout_ms": 2000, "authz_timeout_ms": 2000}
+    with Sidecar(overrides, routes=ROUTES, envoy_options=envoy) as sc:
         yield sc
 
 

@@ -52,6 +52,7 @@ class Stack:
         port = free_port()
         opts = EnvoyOptions(listen_address="127.0.0.1", listen_port=port, admin_port=0,
                             link=(self.link.grpc_address,), upstream=self.upstream.url,
+                            authz_timeout_ms=2000,  # a loaded CI machine must not fail requests
                             otlp_endpoint=self.receiver.address if self.envoy_traces else None)
         bootstrap = build_bootstrap(opts)
         if self.envoy_traces:
