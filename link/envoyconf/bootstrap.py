@@ -77,7 +77,8 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptionsExplicitHttpConfig,
 )
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
-from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+from envoy_data_plane.envoy.type.tracing.v3 import CustomTag
+from envoy_data_plane.envoy.type.v3 import HttpStatus, Percent, StatusCode
 from envoy_data_plane.google.protobuf import Any as AnyProto
 
 from link.settings import PRIMARY_GATEWAY_PORTS
@@ -110,6 +111,8 @@ class EnvoyOptions:
     access_log_flush_ms: int = 200
     otlp_endpoint: str | None = None  # host:port of an OTLP/gRPC collector; enables Envoy tracing
     service_name: str = "stoa-link-envoy"
+    trace_sampling_percent: float = 100.0
+    trace_flush_interval_ms: int = 0  # 0 = Envoy's default (5 s)
     extra_headers_to_log: tuple[str, ...] = field(default=("traceparent",))
     # False: a plain proxy with no Link filters (the benchmark's baseline).
     link_filters: bool = True
@@ -278,7 +281,16 @@ def _tracing(opts: EnvoyOptions) -> HttpConnectionManagerTracing | None:
         typed_config=_pack(OpenTelemetryConfig(grpc_service=_grpc(OTEL_CLUSTER, 1000),
                                                service_name=opts.service_name)),
     )
-    return HttpConnectionManagerTracing(provider=provider, spawn_upstream_span=False)
+    # Envoy's span is the server span; its name and tags come from what Link decided (dynamic metadata).
+    from link.telemetry.envoy_tracing import ENVOY_SPAN_OPERATION, ENVOY_SPAN_TAGS
+
+    return HttpConnectionManagerTracing(
+        provider=provider,
+        spawn_upstream_span=False,
+        random_sampling=Percent(value=opts.trace_sampling_percent),
+        operation=ENVOY_SPAN_OPERATION,
+        custom_tags=[CustomTag(tag=tag, value=value) for tag, value in ENVOY_SPAN_TAGS],
+    )
 
 
 def _health_listener(opts: EnvoyOptions) -> Listener:
@@ -345,7 +357,13 @@ def build_bootstrap(opts: EnvoyOptions) -> dict[str, Any]:
         admin=Admin(address=_address(f"{opts.admin_address}:{opts.admin_port}")),
         static_resources=BootstrapStaticResources(listeners=listeners, clusters=clusters),
     )
-    return _explicit_failure_modes(bootstrap.to_dict(), opts.failure_mode == "open")
+    out = bootstrap.to_dict()
+    if opts.otlp_endpoint and opts.trace_flush_interval_ms:
+        # A runtime layer is a free-form Struct: written in its JSON form.
+        out["layeredRuntime"] = {"layers": [{"name": "tracing", "staticLayer": {
+            "tracing.opentelemetry.flush_interval_ms": opts.trace_flush_interval_ms,
+            "tracing.opentelemetry.min_flush_spans": 1}}]}
+    return _explicit_failure_modes(out, opts.failure_mode == "open")
 
 
 def _explicit_failure_modes(node: Any, fail_open: bool) -> Any:

@@ -90,7 +90,7 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
         t_link_ms=float(meta.get("t_link_us", 0)) / 1000.0,
         request_size_bytes=req.request_headers_bytes + req.request_body_bytes,
         response_size_bytes=resp.response_headers_bytes + resp.response_body_bytes,
-        trace_id=parts[1] if len(parts) >= 4 else "",
+        trace_id=str(meta.get("trace_id", "")) or (parts[1] if len(parts) >= 4 else ""),
         source="envoy",
     )
 

@@ -19,6 +19,7 @@ from google.rpc import code_pb2, status_pb2
 from link.events import Exchange, ExchangeSink, HttpMessage
 from link.model import Decision, Outcome, PeerIdentity, Request
 from link.pipeline import Pipeline, PipelineResult
+from link.telemetry.propagation import trace_context_from_metadata
 
 _log = logging.getLogger("stoa.link.grpc.authz")
 
@@ -180,10 +181,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         pipeline: Pipeline,
         exchange_sink: Callable[[], ExchangeSink | None] = lambda: None,
         body_cap: int = 4096,
+        trace_context: bool = False,
     ) -> None:
         self._pipeline = pipeline
         self._sink = exchange_sink
         self._cap = body_cap
+        # When Envoy traces, its span's context travels in the gRPC call's metadata, not in the request
+        # headers. Reading metadata costs a little, so only when tracing is on.
+        self._trace_context = trace_context
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -194,6 +199,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             _log.exception("could not read CheckRequest")
             bad = Decision.deny(400, Outcome.INVALID, "bad_request", "malformed request attributes")
             return check_response(bad)
+        if self._trace_context and context is not None:
+            req.context.update(trace_context_from_metadata(context.invocation_metadata()))
         result = await self._pipeline.run(req)
         decision = result.decision
         if not decision.allowed:

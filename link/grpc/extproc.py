@@ -27,6 +27,7 @@ from link.events import Exchange, ExchangeSink, HttpMessage
 from link.grpc.authz import METADATA_NAMESPACE, metadata_struct, trace_id_of
 from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext
 from link.pipeline import Pipeline
+from link.telemetry.propagation import trace_context_from_metadata
 
 _log = logging.getLogger("stoa.link.grpc.extproc")
 
@@ -92,6 +93,7 @@ class _Stream:
     done: bool = False
     # ext_proc took the decision itself (ext_authz did not run): it also checks the body.
     decided_here: bool = False
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
@@ -102,10 +104,12 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
         pipeline: Pipeline,
         exchange_sink: Callable[[], ExchangeSink | None],
         body_cap: int = 4096,
+        trace_context: bool = False,
     ) -> None:
         self._pipeline = pipeline
         self._sink = exchange_sink
         self._cap = body_cap
+        self._trace_context = trace_context
 
     async def Process(
         self,
@@ -113,6 +117,8 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[ep.ProcessingResponse]:
         state = _Stream()
+        if self._trace_context and context is not None:
+            state.trace = trace_context_from_metadata(context.invocation_metadata())
         result = "ok"
         try:
             async for msg in request_iterator:
@@ -165,7 +171,9 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
     async def _request_headers(self, msg: ep.ProcessingRequest, state: _Stream) -> ep.ProcessingResponse:
         headers = _headers(msg.request_headers)
         req = _request_from_headers(headers)
-        state.request.headers = dict(req.headers)
+        req.context.update(state.trace)
+        # Pseudo-headers kept for the snapshot's replay command (host and scheme).
+        state.request.headers = {k: v for k, v in headers.items() if k in (":authority", ":scheme")} | req.headers
         decided = msg.metadata_context.filter_metadata.get(METADATA_NAMESPACE)
         mutation = ep.HeaderMutation()
         emitted: struct_pb2.Struct | None = None
@@ -283,7 +291,8 @@ class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
                 route=route.name if route else "",
                 api=(route.api or route.name) if route else "",
                 tool=ctx.request.tool_name or "",
-                trace_id=trace_id_of(ctx.request.headers.get("traceparent", "")),
+                trace_id=str(state.meta.get("trace_id", "")) or trace_id_of(
+                    ctx.request.context.get("traceparent", "") or ctx.request.headers.get("traceparent", "")),
                 decision_id=ctx.decision_id or str(state.meta.get("decision_id", "")),
                 outcome=Outcome(state.meta.get("outcome", Outcome.SUCCESS.value))
                 if state.status < 500 else Outcome.ERROR,

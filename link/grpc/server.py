@@ -47,9 +47,11 @@ class GrpcServer:
         self.server = grpc.aio.server(options=server_options(app))
         body_cap = app.settings.snapshots.body_excerpt_bytes
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationService(app.pipeline, lambda: app.exchange_sink, body_cap=body_cap), self.server)
+            AuthorizationService(app.pipeline, lambda: app.exchange_sink, body_cap=body_cap,
+                                 trace_context=app.settings.tracing.enabled), self.server)
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessorService(app.pipeline, lambda: app.exchange_sink, body_cap=body_cap),
+            ExternalProcessorService(app.pipeline, lambda: app.exchange_sink, body_cap=body_cap,
+                                     trace_context=app.settings.tracing.enabled),
             self.server,
         )
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(AccessLogService(app.bus), self.server)
