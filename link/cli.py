@@ -110,26 +110,41 @@ def _run(coro: Any) -> None:
 
 
 def _cmd_envoy_config(args: argparse.Namespace) -> int:
-    from link.envoyconf import EnvoyOptions, build_bootstrap, render_yaml
+    from link.envoyconf import build_bootstrap, render_yaml
+    from link.envoyconf.from_settings import envoy_options
 
     if args.failure_mode not in ("closed", "open"):
         raise ConfigError("--failure-mode", "expected closed or open")
     if not 0 < args.listen <= 65535:
         raise ConfigError("--listen", "expected a port between 1 and 65535")
-    opts = EnvoyOptions(
-        primary_gateway=args.primary_gateway,
-        upstream=args.upstream,
-        listen_address=args.listen_address,
-        listen_port=args.listen,
-        admin_port=args.admin_port,
-        link=tuple(a.strip() for a in args.link.split(",") if a.strip()),
-        failure_mode=args.failure_mode,
-        authz_timeout_ms=args.authz_timeout_ms,
-        ext_proc_timeout_ms=args.ext_proc_timeout_ms,
-        ext_proc_prefixes=tuple(args.ext_proc_prefix),
-        otlp_endpoint=args.otlp_endpoint,
-        health_port=args.health_port,
-    )
+    # Routes, tracing and Link's address come from Link's settings when --config is given;
+    # the flags below override them.
+    settings = load_settings(args.config, overrides={"policy.enabled": False}) if args.config else None
+    overrides: dict[str, Any] = {
+        "primary_gateway": args.primary_gateway,
+        "listen_address": args.listen_address,
+        "listen_port": args.listen,
+        "admin_port": args.admin_port,
+        "failure_mode": args.failure_mode,
+        "authz_timeout_ms": args.authz_timeout_ms,
+        "ext_proc_timeout_ms": args.ext_proc_timeout_ms,
+        "health_port": args.health_port,
+    }
+    if args.upstream:
+        overrides["upstream"] = args.upstream
+    if args.link or settings is None:
+        overrides["link"] = tuple(a.strip() for a in (args.link or "127.0.0.1:9191").split(",") if a.strip())
+    if args.ext_proc_prefix or settings is None:
+        base = envoy_options(settings).ext_proc_prefixes if settings else ()
+        overrides["ext_proc_prefixes"] = tuple(dict.fromkeys([*base, *args.ext_proc_prefix]))
+    if args.otlp_endpoint:
+        overrides["otlp_endpoint"] = args.otlp_endpoint
+    if settings is None:
+        from link.envoyconf import EnvoyOptions
+
+        opts = EnvoyOptions(**overrides)
+    else:
+        opts = envoy_options(settings, **overrides)
     try:
         bootstrap = build_bootstrap(opts)
     except ValueError as exc:
@@ -185,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--listen", type=int, default=8080, metavar="PORT")
     ec.add_argument("--listen-address", default="0.0.0.0")
     ec.add_argument("--admin-port", type=int, default=9901)
-    ec.add_argument("--link", default="127.0.0.1:9191", metavar="ADDRESS[,ADDRESS…]",
-                    help="host:port or unix:/path of each Link process")
+    ec.add_argument("--link", default=None, metavar="ADDRESS[,ADDRESS…]",
+                    help="host:port or unix:/path of each Link process (default 127.0.0.1:9191)")
+    ec.add_argument("--config", metavar="FILE",
+                    help="Link's settings file: routes needing bodies get ext_proc, tracing and workers follow it")
     ec.add_argument("--failure-mode", default="closed", help="closed (503 when Link is down) or open")
     ec.add_argument("--authz-timeout-ms", type=int, default=200)
     ec.add_argument("--ext-proc-timeout-ms", type=int, default=200)

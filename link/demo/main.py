@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 from link.demo.upstream import DemoUpstream
-from link.envoyconf import EnvoyOptions, build_bootstrap, render_yaml
+from link.envoyconf import build_bootstrap, render_yaml
+from link.envoyconf.from_settings import envoy_options
+from link.settings import load_settings
 
 DEMO_API_KEY = "demo-key-acme-123"
 
@@ -121,9 +123,9 @@ def run_demo(args: argparse.Namespace) -> int:
             mcp = spawn("mcp", [sys.executable, "-m", "link.cli", "mcp", "--config", str(config_path)])
             if not _wait_http(f"http://127.0.0.1:{mcp_port}/mcp/v1/tools", 30, mcp):
                 print("warning: the MCP server did not come up; see the log", file=sys.stderr)
-        opts = EnvoyOptions(listen_address="127.0.0.1", listen_port=listen, admin_port=envoy_admin,
-                            link=(f"127.0.0.1:{grpc_port}",), upstream=upstream.url,
-                            ext_proc_prefixes=("/api/invoices",))
+        settings = load_settings(str(config_path), env={})
+        opts = envoy_options(settings, listen_address="127.0.0.1", listen_port=listen, admin_port=envoy_admin,
+                             upstream=upstream.url)
         envoy_yaml = workdir / "envoy.yaml"
         envoy_yaml.write_text(render_yaml(build_bootstrap(opts)))
         envoy = spawn("envoy", [_envoy_binary(), "-c", str(envoy_yaml), "--use-dynamic-base-id",

@@ -48,3 +48,32 @@ def test_envoy_accepts_generated_variants(args: list[str]) -> None:
 def test_envoy_config_rejects_bad_upstream(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["envoy-config", "--upstream", "ftp://x"]) == 2
     assert "--upstream" in capsys.readouterr().err
+
+
+def test_envoy_config_from_link_settings(tmp_path: Path) -> None:
+    """Routes are declared once: those needing bodies (snapshots, contracts, ext_proc) get ext_proc."""
+    import yaml
+
+    cfg = tmp_path / "link.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "server": {"grpc_address": "127.0.0.1:9300", "workers": 2},
+        "routes": [
+            {"name": "public", "prefix": "/public", "anonymous": True},
+            {"name": "orders", "template": "/orders/{id}/items", "contract": "orders-api"},
+            {"name": "pay", "prefix": "/pay", "snapshots": True},
+        ],
+        "tracing": {"enabled": True, "otlp_endpoint": "http://collector:4317", "sample_ratio": 0.25},
+    }))
+    out = tmp_path / "envoy.yaml"
+    assert cli_main(["envoy-config", "--config", str(cfg), "-o", str(out)]) == 0
+    text = out.read_text()
+    boot = yaml.safe_load(text)
+    routes = boot["staticResources"]["listeners"][0]["filterChains"][0]["filters"][0]["typedConfig"][
+        "routeConfig"]["virtualHosts"][0]["routes"]
+    assert [r["match"]["prefix"] for r in routes] == ["/orders/", "/pay", "/"]
+    link = [c for c in boot["staticResources"]["clusters"] if c["name"] == "stoa_link"][0]
+    ports = [e["endpoint"]["address"]["socketAddress"]["portValue"]
+             for e in link["loadAssignment"]["endpoints"][0]["lbEndpoints"]]
+    assert ports == [9300, 9301]  # one endpoint per worker
+    assert "otel_collector" in text and "randomSampling" in text
+    assert _validate(out).returncode == 0
