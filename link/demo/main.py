@@ -59,6 +59,15 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
     return False
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the demo itself dies (even by SIGKILL), so nothing is left behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _envoy_binary() -> str:
     return shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
 
@@ -107,7 +116,8 @@ def run_demo(args: argparse.Namespace) -> int:
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         children.append((name, proc))
         return proc
 

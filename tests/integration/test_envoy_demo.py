@@ -26,6 +26,7 @@ def test_demo_serves_and_stops_cleanly() -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"})
     banner = ""
+    children: set[int] = set()
     try:
         deadline = time.monotonic() + 90
         assert proc.stdout is not None
@@ -61,8 +62,30 @@ def test_demo_serves_and_stops_cleanly() -> None:
             assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), f"child {pid} survived the demo"
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_demo_children_die_with_the_demo() -> None:
+    """Even a SIGKILLed demo leaves no Link, MCP server or Envoy behind."""
+    proc = subprocess.Popen([sys.executable, "-m", "link.cli", "demo", "--listen", "0", "--duration", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    while "Try:" not in (proc.stdout.readline() or "Try:"):
+        assert time.monotonic() < deadline
+    children = _children(proc.pid)
+    assert children
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") and not _is_zombie(pid) for pid in children):
+        assert time.monotonic() < deadline, "a demo child outlived the demo"
+        time.sleep(0.1)
 
 
 def _is_zombie(pid: int) -> bool:
