@@ -24,6 +24,10 @@ Record = tuple[bytes | None, bytes]
 
 EventFormat = Literal["json", "protobuf"]
 
+# A metering event is ~600 bytes; anything near Kafka's 1 MiB request limit is a bug upstream.
+MAX_EVENT_BYTES = 256 << 10
+MAX_KEY_BYTES = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class EventOrigin:
@@ -129,12 +133,20 @@ class EventEncoder:
         return self._fmt
 
     def encode(self, outcome: RequestOutcome) -> Record:
-        """A fresh ``event_id`` each time: an event is encoded once, then retried as these bytes."""
+        """A fresh ``event_id`` each time: an event is encoded once, then retried as these bytes.
+
+        Raises ValueError for an event no broker would take (it would block the spool forever).
+        """
         key = outcome.tenant.encode() if outcome.tenant else None
+        if key is not None and len(key) > MAX_KEY_BYTES:
+            raise ValueError(f"tenant id of {len(key)} bytes (at most {MAX_KEY_BYTES})")
         if self._fmt == "protobuf":
-            event = build_event(outcome, self._origin, new_event_id())
-            return key, _to_protobuf(event, outcome.timestamp)
-        return key, self.json(outcome, new_event_id())
+            value = _to_protobuf(build_event(outcome, self._origin, new_event_id()), outcome.timestamp)
+        else:
+            value = self.json(outcome, new_event_id())
+        if len(value) > MAX_EVENT_BYTES:
+            raise ValueError(f"event of {len(value)} bytes (at most {MAX_EVENT_BYTES})")
+        return key, value
 
     def json(self, o: RequestOutcome, event_id: str) -> bytes:
         """``json.dumps(build_event(...))``, compact, written out directly: about twice as fast.

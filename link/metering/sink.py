@@ -238,9 +238,9 @@ class MeteringSink:
     async def _send_direct(self, records: list[Record]) -> None:
         try:
             await self._publisher.publish(records)
-        except PublishError as exc:
+        except Exception as exc:  # PublishError, or a client bug: either way the spool keeps the batch
             self._failed(len(records))
-            self._begin_spooling(str(exc))
+            self._begin_spooling(str(exc) or type(exc).__name__)
             await self._to_spool(records, "broker")
         else:
             self._sent(len(records), replayed=False)

@@ -6,6 +6,7 @@ import json
 import math
 import uuid
 
+import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -136,3 +137,11 @@ def test_event_ids_are_version_4_uuids() -> None:
     for value in list(ids)[:50]:
         parsed = uuid.UUID(value)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+
+
+def test_events_no_broker_would_take_are_refused_with_a_reason() -> None:
+    encoder = EventEncoder(ORIGIN)
+    with pytest.raises(ValueError, match="tenant id"):
+        encoder.encode(_outcome(tenant="t" * 5_000))
+    with pytest.raises(ValueError, match="event of"):
+        encoder.encode(_outcome(subject="s" * 300_000))

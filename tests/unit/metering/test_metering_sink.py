@@ -297,3 +297,19 @@ async def test_offer_before_start_is_queued_and_sent_once_started(tmp_path: Path
     await sink.start()
     await _until(lambda: len(broker.received) == 10)
     await sink.stop()
+
+
+async def test_an_event_that_cannot_be_encoded_is_counted_and_the_rest_flow(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    sink = MeteringSink(_settings(tmp_path), ORIGIN, publisher=broker)
+    dropped_before = _metric("stoa_link_metering_events_dropped_total", {"reason": "encode_error"})
+    await sink.start()
+    await _until(lambda: broker.connected)
+    sink.offer(_outcome(0))
+    sink.offer(_outcome(1, tenant="x" * 10_000))  # no broker would take it
+    sink.offer(_outcome(2))
+    await _until(lambda: len(broker.received) == 2)
+    await sink.stop()
+    assert broker.request_ids() == ["r000000", "r000002"]
+    assert sink.stats.dropped == 1
+    assert _metric("stoa_link_metering_events_dropped_total", {"reason": "encode_error"}) - dropped_before == 1
