@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import asyncio
+import contextlib
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -16,3 +18,12 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
     def readiness(self) -> tuple[bool, str]: ...
+
+
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a component's background task and wait for it to finish (None is fine)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

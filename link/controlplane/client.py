@@ -15,7 +15,6 @@ control plane does. The loop:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -28,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 import link
+from link.component import cancel_task
 from link.controlplane.backoff import Backoff
 from link.controlplane.counters import request_counters
 from link.controlplane.metrics import HEARTBEATS, REGISTERED, REGISTRATIONS
@@ -104,11 +104,8 @@ class ControlPlaneClient:
             self._task = asyncio.create_task(self._run(), name="stoa-controlplane")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         self._set_registered(False)
         if self.state is not RegistrationState.STOPPED:
             self.state = RegistrationState.STOPPED

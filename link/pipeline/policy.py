@@ -18,13 +18,13 @@ policy would have refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from link.component import cancel_task
 from link.model import Decision, Outcome, RequestContext
 from link.policy.decisionlog import DecisionEntry, DecisionLog
 from link.policy.engine import UNDEFINED, CompiledPolicy, EvalError, PolicyCompileError, compile_policy
@@ -121,11 +121,8 @@ class PolicyPhase:
             await self._decision_log.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         if self._remote is not None:
             await self._remote.stop()
         if self._decision_log is not None:

@@ -8,7 +8,6 @@ full the newest entries are dropped and counted, never waited for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from link.component import cancel_task
 from link.policy.metrics import DECISION_LOG_DROPPED
 
 __all__ = ["DecisionEntry", "DecisionLog", "redact"]
@@ -160,9 +160,6 @@ class DecisionLog:
             self._task = asyncio.create_task(self._run(), name="policy-decision-log")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         await asyncio.to_thread(self.flush)
