@@ -44,18 +44,27 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
+_INF = math.inf
+_last_second: tuple[int, str] = (-1, "")  # events come in bursts from the same second
+
+
 def rfc3339(epoch_s: float) -> str:
     """``2025-01-31T12:00:00.123Z`` (UTC, milliseconds), as the protobuf JSON mapping writes it."""
-    if not math.isfinite(epoch_s) or epoch_s < 0:
+    global _last_second
+    if not 0.0 <= epoch_s < _INF:
         epoch_s = time.time()
     whole = int(epoch_s)
     millis = min(int((epoch_s - whole) * 1000), 999)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    second, prefix = _last_second
+    if second != whole:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _last_second = (whole, prefix)  # one tuple: a racing thread sees an old or a new pair, both right
+    return f"{prefix}.{millis:03d}Z"
 
 
 def _ms(value: float) -> float:
-    # JSON has no NaN or infinity; a broken timing must not break the event.
-    return round(value, 3) if math.isfinite(value) and value >= 0 else 0.0
+    # JSON has no NaN or infinity (NaN fails the comparison too); a broken timing must not break the event.
+    return round(value, 3) if 0.0 <= value < _INF else 0.0
 
 
 def _count(value: int) -> int:
@@ -102,7 +111,7 @@ def _to_protobuf(event: dict[str, Any], epoch_s: float) -> bytes:
 
     fields = {k: v for k, v in event.items() if k != "timestamp"}
     message = MeteringEvent(**fields)
-    if math.isfinite(epoch_s) and epoch_s >= 0:
+    if 0.0 <= epoch_s < _INF:
         message.timestamp.FromNanoseconds(int(epoch_s * 1_000_000) * 1_000)
     else:
         message.timestamp.GetCurrentTime()

@@ -210,6 +210,7 @@ class MeteringSink:
                         await self._wait_spilling(backoff)
                         backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 elif self._queue:
+                    await self._linger()
                     await self._dispatch()
                 else:
                     await asyncio.sleep(_IDLE_S)
@@ -222,6 +223,16 @@ class MeteringSink:
             except Exception:  # a bug here must not end metering for the life of the process
                 _log.exception("metering sender failed; retrying")
                 await asyncio.sleep(backoff)
+
+    async def _linger(self) -> None:
+        """Wait up to ``linger_ms`` for a full batch: fewer, larger batches under load."""
+        batch_max = self._settings.batch_max
+        deadline = time.monotonic() + self._settings.linger_ms / 1000
+        while len(self._queue) < batch_max and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, _IDLE_S))
 
     async def _dispatch(self) -> None:
         await self._slots.acquire()
