@@ -119,6 +119,7 @@ async def test_broker_outage_spools_then_replays_everything_in_order(tmp_path: P
             await asyncio.sleep(0.01)  # steady traffic
     await _until(lambda: sink.stats.spooled >= 300)
     assert sink.spool.pending_bytes() > 0
+    await _until(lambda: _metric("stoa_link_metering_spool_bytes") >= sink.spool.pending_bytes())
     ok, detail = sink.readiness()
     assert ok and "spooling" in detail  # an outage must not fail readiness
 
@@ -313,3 +314,26 @@ async def test_an_event_that_cannot_be_encoded_is_counted_and_the_rest_flow(tmp_
     assert broker.request_ids() == ["r000000", "r000002"]
     assert sink.stats.dropped == 1
     assert _metric("stoa_link_metering_events_dropped_total", {"reason": "encode_error"}) - dropped_before == 1
+
+
+async def test_queue_depth_is_reported_while_the_sender_waits(tmp_path: Path) -> None:
+    class SlowToConnect(FakeBroker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def connect(self) -> None:
+            await self.release.wait()
+            await super().connect()
+
+    broker = SlowToConnect()
+    sink = MeteringSink(_settings(tmp_path), ORIGIN, publisher=broker)
+    await sink.start()
+    for i in range(57):
+        sink.offer(_outcome(i))
+    await _until(lambda: _metric("stoa_link_metering_queue_depth") == 57)
+    assert sink.readiness() == (True, "connecting to the broker")
+    broker.release.set()
+    await _until(lambda: len(broker.received) == 57)
+    await _until(lambda: _metric("stoa_link_metering_queue_depth") == 0)
+    await sink.stop()
