@@ -35,6 +35,8 @@ def spawn_workers(settings: Settings, argv: list[str]) -> list[subprocess.Popen[
             "--server-grpc-address", _shift(settings.server.grpc_address, i),
             "--server-admin-address", _shift(settings.server.admin_address, i),
         ]
+        # Each process owns its metering spool (the directory is locked to one writer).
+        extra += ["--metering-spool-dir", f"{settings.metering.spool_dir}/worker-{i}"]
         if settings.server.grpc_uds:
             extra += ["--server-grpc-uds", f"{settings.server.grpc_uds}.{i}"]
         children.append(subprocess.Popen([sys.executable, "-m", "link.cli", *argv, *extra]))

@@ -47,6 +47,12 @@ def install(app: LinkApp) -> None:
         ready, _ = app.readiness()
         return "healthy" if ready else "degraded"
 
-    client = ControlPlaneClient(app.settings, status=status, started_at=app.started_at)
+    def registered(gateway_id: str) -> None:
+        # Events name the gateway by the id the control plane assigned (the instance name until then).
+        metering = app.extras.get("metering")
+        if metering is not None:
+            metering.set_gateway_id(gateway_id)
+
+    client = ControlPlaneClient(app.settings, status=status, started_at=app.started_at, on_registered=registered)
     app.add_component(client)
     app.extras["controlplane"] = client

@@ -76,6 +76,7 @@ class ControlPlaneClient:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_registered: Callable[[str], None] | None = None,
     ) -> None:
         cp = settings.controlplane
         if not cp.url:
@@ -88,6 +89,7 @@ class ControlPlaneClient:
         self._env = env
         self._sleep = sleep
         self._transport = transport
+        self._on_registered = on_registered
         self._backoff = Backoff(cp.backoff_initial_s, cp.backoff_max_s, rng)
         self._task: asyncio.Task[None] | None = None
         self._key: str | None = None
@@ -183,6 +185,11 @@ class ControlPlaneClient:
         self.gateway_id, self.heartbeat_interval_s = parsed
         REGISTRATIONS.labels(result="ok").inc()
         self._succeeded()
+        if self._on_registered is not None:
+            try:
+                self._on_registered(self.gateway_id)
+            except Exception:
+                _log.exception("on_registered callback failed")
         _log.info(
             "registered with the control plane as %s (%s, heartbeat every %gs)",
             self.gateway_id, body["instance_name"], self.heartbeat_interval_s,

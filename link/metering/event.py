@@ -16,6 +16,7 @@ from json.encoder import encode_basestring as _q  # C: a JSON string literal, qu
 from typing import Any, Literal
 
 from link.events import RequestOutcome
+from link.model import Outcome
 
 __all__ = ["EventEncoder", "EventOrigin", "Record", "build_event", "dumps", "new_event_id", "rfc3339"]
 
@@ -71,6 +72,11 @@ def _count(value: int) -> int:
     return value if value >= 0 else 0
 
 
+def contract_status(outcome: Outcome) -> str:
+    """The metering ``status`` enum of the platform contract; a contract violation bills as a client error."""
+    return Outcome.ERROR.value if outcome is Outcome.INVALID else outcome.value
+
+
 def build_event(outcome: RequestOutcome, origin: EventOrigin, event_id: str) -> dict[str, Any]:
     """The metering event of one finished request, as the JSON-ready mapping."""
     return {
@@ -88,7 +94,7 @@ def build_event(outcome: RequestOutcome, origin: EventOrigin, event_id: str) -> 
         "route": outcome.route_template,
         "method": outcome.method,
         "http_status": outcome.http_status,
-        "status": outcome.outcome.value,
+        "status": contract_status(outcome.outcome),
         "latency_ms": _ms(outcome.latency_ms),
         "t_gateway_ms": _ms(outcome.t_gateway_ms),
         "t_backend_ms": _ms(outcome.t_backend_ms),
@@ -167,7 +173,7 @@ class EventEncoder:
             ',"tenant_id":', _q(o.tenant), ',"user_id":', _q(o.subject), ',"consumer_id":', _q(o.consumer),
             ',"api":', _q(o.api), ',"tool_name":', _q(o.tool), ',"route":', _q(o.route_template),
             ',"method":', _q(o.method), ',"http_status":', str(int(o.http_status)),
-            ',"status":', _q(o.outcome.value),
+            ',"status":', _q(contract_status(o.outcome)),
             ',"latency_ms":', repr(_ms(o.latency_ms)), ',"t_gateway_ms":', repr(_ms(o.t_gateway_ms)),
             ',"t_backend_ms":', repr(_ms(o.t_backend_ms)),
             ',"request_size_bytes":', str(_count(o.request_size_bytes)),
