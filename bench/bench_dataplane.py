@@ -11,6 +11,8 @@ Scenarios:
   envoy-alone        plain proxy, no Link filters (the baseline)
   authz-minimal      ext_authz to Link; an anonymous route (pipeline with identity + response only)
   authz-full         ext_authz to Link; API key, Rego policy, local rate limit (the production shape)
+  authz-full+meter   authz-full with metering to a real Kafka-protocol broker (tansu), built from
+                     Envoy's access-log feed: should cost the request path nothing
   authz+ext_proc     authz-full plus ext_proc on every request (headers and bodies)
 """
 
@@ -86,7 +88,7 @@ def upstream_bootstrap(port: int) -> str:
     return yaml.safe_dump(b.to_dict())
 
 
-def link_config(tmp: Path, scenario: str, grpc_port: int, admin_port: int) -> Path:
+def link_config(tmp: Path, scenario: str, grpc_port: int, admin_port: int, kafka: str | None = None) -> Path:
     keys = tmp / "keys.yaml"
     keys.write_text(yaml.safe_dump({hashlib.sha256(API_KEY.encode()).hexdigest():
                                     {"consumer": "bench-app", "tenant": "bench", "scopes": ["bench:read"]}}))
@@ -105,7 +107,8 @@ def link_config(tmp: Path, scenario: str, grpc_port: int, admin_port: int) -> Pa
         "policy": {"enabled": full, "paths": [str(policy)]},
         "ratelimit": {"enabled": full, "tenant_default": "100000000/sec"},
         "contracts": {"enabled": False},
-        "metering": {"enabled": False},
+        "metering": {"enabled": kafka is not None, "bootstrap_servers": kafka,
+                     "spool_dir": str(tmp / f"spool-{scenario}-{grpc_port}")},
         "snapshots": {"enabled": False},
         "registry": {"source": "none"},
     }
@@ -132,14 +135,14 @@ def wrk(url: str, connections: int, duration: float, threads: int) -> tuple[floa
     return rps, lat.get("50", 0.0), lat.get("99", 0.0), errors
 
 
-def run_scenario(name: str, up_port: int, tmp: Path, args: argparse.Namespace) -> Result:
+def run_scenario(name: str, up_port: int, tmp: Path, args: argparse.Namespace, kafka: str | None) -> Result:
     procs: list[ManagedProcess] = []
     link_addresses: list[str] = []
     try:
         if name != "envoy-alone":
             for w in range(args.workers):
                 grpc_port, admin_port = free_port(), free_port()
-                cfg = link_config(tmp, name, grpc_port, admin_port)
+                cfg = link_config(tmp, name, grpc_port, admin_port, kafka if name.endswith("+meter") else None)
                 p = ManagedProcess([sys.executable, "-m", "link.cli", "serve", "--config", str(cfg)],
                                    log_path=tmp / f"link-{name}-{w}.log")
                 procs.append(p)
@@ -168,7 +171,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="Link processes behind Envoy")
     parser.add_argument("--envoy-concurrency", type=int, default=1)
-    parser.add_argument("--scenarios", default="envoy-alone,authz-minimal,authz-full,authz+ext_proc")
+    parser.add_argument("--scenarios", default="envoy-alone,authz-minimal,authz-full,authz-full+meter,authz+ext_proc")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         if os.geteuid() != 0:
@@ -178,10 +181,20 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="stoa-bench-"))
     up_port = free_port()
     results: list[Result] = []
-    with EnvoyProcess(upstream_bootstrap(up_port), up_port, concurrency=1):
-        for name in args.scenarios.split(","):
-            results.append(run_scenario(name, up_port, tmp, args))
-            time.sleep(0.5)
+    broker = None
+    if any(n.endswith("+meter") for n in args.scenarios.split(",")):
+        from tests.harness.kafka import TansuBroker
+
+        broker = TansuBroker()
+        broker.start()
+    try:
+        with EnvoyProcess(upstream_bootstrap(up_port), up_port, concurrency=1):
+            for name in args.scenarios.split(","):
+                results.append(run_scenario(name, up_port, tmp, args, broker.bootstrap if broker else None))
+                time.sleep(0.5)
+    finally:
+        if broker is not None:
+            broker.stop()
     base = next((r for r in results if r.name == "envoy-alone"), results[0])
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"wrk {args.duration:.0f}s per run; Link workers={args.workers}, Envoy concurrency={args.envoy_concurrency}")
