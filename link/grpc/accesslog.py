@@ -15,7 +15,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
-from google.protobuf import duration_pb2, json_format
+from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from link import metrics
 from link.events import OutcomeBus, RequestOutcome
@@ -48,10 +48,7 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
     common = entry.common_properties
     req = entry.request
     resp = entry.response
-    meta: dict[str, Any] = {}
-    ns = common.metadata.filter_metadata.get(METADATA_NAMESPACE)
-    if ns is not None and ns.fields:
-        meta = json_format.MessageToDict(ns)
+    meta = _metadata(common.metadata.filter_metadata.get(METADATA_NAMESPACE))
     status = resp.response_code.value
     latency = _ms(common.time_to_last_downstream_tx_byte) or _ms(common.duration)
     backend = 0.0
@@ -93,6 +90,24 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
         trace_id=str(meta.get("trace_id", "")) or (parts[1] if len(parts) >= 4 else ""),
         source="envoy",
     )
+
+
+def _metadata(ns: struct_pb2.Struct | None) -> dict[str, Any]:
+    """The decision's metadata as plain values; direct field reads (json_format is several times slower)."""
+    out: dict[str, Any] = {}
+    if ns is None:
+        return out
+    for key, value in ns.fields.items():
+        kind = value.WhichOneof("kind")
+        if kind == "string_value":
+            out[key] = value.string_value
+        elif kind == "number_value":
+            out[key] = value.number_value
+        elif kind == "bool_value":
+            out[key] = value.bool_value
+        elif kind in ("struct_value", "list_value"):
+            out[key] = json_format.MessageToDict(value)
+    return out
 
 
 def _method(req: accesslog_pb2.HTTPRequestProperties) -> str:
