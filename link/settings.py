@@ -371,7 +371,9 @@ class McpSettings(_Section):
     authorization_servers: list[str] = Field(default_factory=list)
     dns_rebinding_protection: bool = True  # check Host and Origin against allowed_hosts/allowed_origins
     secrets_dir: str | None = None  # one file per Tool secretRef (a directory of files for mTLS)
-    json_response: bool = False  # Streamable HTTP answers POSTs with JSON instead of an SSE stream
+    # Streamable HTTP answers POSTs with JSON (cheaper; tool calls send no per-request notifications);
+    # false answers with an SSE stream. Server notifications use the session's GET stream either way.
+    json_response: bool = True
     session_idle_timeout_s: float = Field(default=1800.0, gt=0)
     max_sessions: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=4 << 20, ge=1024)

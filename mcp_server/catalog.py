@@ -19,6 +19,7 @@ from jsonschema.protocols import Validator
 
 from link.registry import ToolRegistry
 from link.registry.model import Tool, thaw
+from mcp_server.listing import sieve_tool
 
 __all__ = ["CatalogEntry", "InvalidArguments", "ToolCatalog", "describe"]
 
@@ -70,6 +71,14 @@ class CatalogEntry:
     tool: Tool
     wire: dict[str, Any]
     _validator: Validator | None = field(default=None, repr=False)
+    _sieved: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def for_version(self, version: str) -> dict[str, Any]:
+        """The description as the SDK shapes it for one protocol version (computed once)."""
+        hit = self._sieved.get(version)
+        if hit is None:
+            hit = self._sieved[version] = sieve_tool(self.wire, version)
+        return hit
 
     def validate(self, arguments: Mapping[str, Any]) -> None:
         """Raise :class:`InvalidArguments` naming the first offending field."""

@@ -153,7 +153,7 @@ class ToolGateway:
         self.federation = federation
         self._public = tuple(self._settings.public_tenants)
         self._scopes = tuple(self._settings.required_scopes)
-        self._list_cache: OrderedDict[tuple[Any, ...], tuple[float, list[dict[str, Any]]]] = OrderedDict()
+        self._list_cache: OrderedDict[tuple[Any, ...], tuple[float, list[CatalogEntry]]] = OrderedDict()
 
     @property
     def catalog(self) -> ToolCatalog:
@@ -182,13 +182,19 @@ class ToolGateway:
     # -- tools/list ---------------------------------------------------------------
     async def list_tools(self, caller: Caller) -> list[dict[str, Any]]:
         """The caller's tools in MCP wire form, filtered by policy."""
-        entries: list[CatalogEntry] = []
-        for tenant in self.tenants_for(caller.principal):
-            entries.extend(self._catalog.tenant_entries(tenant))
+        return [e.wire for e in await self.list_entries(caller)]
+
+    async def list_entries(self, caller: Caller) -> list[CatalogEntry]:
+        """The caller's tools, filtered by policy (reused for ``mcp.list_cache_ttl_s``)."""
+        tenants = self.tenants_for(caller.principal)
+        if len(tenants) == 1:
+            entries = self._catalog.tenant_entries(tenants[0])
+        else:
+            entries = [e for tenant in tenants for e in self._catalog.tenant_entries(tenant)]
         policy = self._app.pipeline.phase("policy")
         if policy is None or not entries:
             TOOL_LISTS.labels("none").inc()
-            return [e.wire for e in entries]
+            return entries
         key = (_principal_key(caller.principal), self._registry.version)
         now = time.monotonic()
         hit = self._list_cache.get(key)
@@ -196,7 +202,7 @@ class ToolGateway:
             TOOL_LISTS.labels("hit").inc()
             return hit[1]
         TOOL_LISTS.labels("miss").inc()
-        visible: list[dict[str, Any]] = []
+        visible: list[CatalogEntry] = []
         for entry in entries:
             ctx = self._context(caller, entry.tool, None, action="list")
             try:
@@ -204,7 +210,7 @@ class ToolGateway:
             except Exception:  # a failing policy hides the tool rather than failing the list
                 refused = Decision(allowed=False)
             if refused is None:
-                visible.append(entry.wire)
+                visible.append(entry)
         if self._settings.list_cache_ttl_s > 0:
             self._list_cache[key] = (now + self._settings.list_cache_ttl_s, visible)
             while len(self._list_cache) > _LIST_CACHE_MAX:
@@ -354,8 +360,7 @@ class ToolGateway:
             source="mcp",
         )
         self._app.bus.offer(event)
-        TOOL_CALLS.labels(caller.transport, outcome.value).inc()
-        TOOL_CALL_SECONDS.labels(outcome.value).observe(total_s)
+        _count(caller.transport, outcome, total_s)
 
     def _meter_unknown(
         self, caller: Caller, name: str, args: Mapping[str, Any], started: float, t0: float
@@ -371,7 +376,21 @@ class ToolGateway:
             t_gateway_ms=total_s * 1000.0, request_size_bytes=_size(args),
             trace_id=_trace_id(caller.headers), source="mcp",
         ))
-        TOOL_CALLS.labels(caller.transport, Outcome.NOT_FOUND.value).inc()
+        _count(caller.transport, Outcome.NOT_FOUND, None)
+
+
+_CHILDREN: dict[tuple[str, Outcome], tuple[Any, Any]] = {}
+
+
+def _count(transport: str, outcome: Outcome, seconds: float | None) -> None:
+    """Count a call (label lookups are cached: they cost more than the increment)."""
+    children = _CHILDREN.get((transport, outcome))
+    if children is None:
+        children = _CHILDREN[(transport, outcome)] = (
+            TOOL_CALLS.labels(transport, outcome.value), TOOL_CALL_SECONDS.labels(outcome.value))
+    children[0].inc()
+    if seconds is not None:
+        children[1].observe(seconds)
 
 
 def _size(args: Mapping[str, Any]) -> int:

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from link.model import CredentialKind, Decision, Outcome, Principal, Request
 from mcp_server.auth import CallerAuthenticator
 from mcp_server.gateway import Caller, ToolGateway
-from mcp_server.server import CALLER_SCOPE_KEY
+from mcp_server.server import CALLER_SCOPE_KEY, CURRENT_CALLER
 
 __all__ = ["CallerMiddleware", "transport_of"]
 
@@ -112,14 +112,19 @@ class CallerMiddleware:
                 await JSONResponse({"error": "request body too large"}, status_code=413)(scope, _empty, send)
                 return
             receive = replaying
-        scope[CALLER_SCOPE_KEY] = Caller(
+        caller = Caller(
             principal=principal, headers=headers, transport=transport_of(path), host=host, scheme=scheme,
             source_address=request.source_address, source_port=request.source_port,
         )
+        scope[CALLER_SCOPE_KEY] = caller
         if principal.kind is not CredentialKind.ANONYMOUS:
             scope["user"] = _as_sdk_user(principal)
             scope["auth"] = AuthCredentials(sorted(principal.scopes))
-        await self.app(scope, receive, send)
+        token = CURRENT_CALLER.set(caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CURRENT_CALLER.reset(token)
 
     async def _anonymous_call_check(self, path: str, receive: Receive) -> tuple[str | None, Receive | None]:
         """For an anonymous POST: the non-public tool it calls (or None), and a body-replaying receive."""

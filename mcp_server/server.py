@@ -8,6 +8,7 @@ HTTP layer before the message reached the SDK (see :mod:`mcp_server.http`).
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import mcp_types as types
@@ -22,9 +23,11 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from link import __version__
 from mcp_server.catalog import InvalidArguments
 from mcp_server.gateway import Caller, ToolGateway, UnknownTool
+from mcp_server.listing import FAST_VERSIONS, SievedTools
+from mcp_server.listing import install as install_fast_listing
 from mcp_server.notify import ListChangedNotifier
 
-__all__ = ["CALLER_SCOPE_KEY", "build_server", "caller_of"]
+__all__ = ["CALLER_SCOPE_KEY", "CURRENT_CALLER", "build_server", "caller_of"]
 
 CALLER_SCOPE_KEY = "stoa.caller"
 
@@ -32,6 +35,10 @@ _INSTRUCTIONS = (
     "Tools of the STOA platform. Each call is authenticated, authorised by policy, rate limited and "
     "metered by the gateway; an upstream failure comes back as a tool error carrying the HTTP status."
 )
+
+
+# The caller of the HTTP request being handled, for SDK hooks that get no request context.
+CURRENT_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("stoa_mcp_caller", default=None)
 
 
 def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
@@ -84,9 +91,16 @@ def build_server(gateway: ToolGateway, notifier: ListChangedNotifier) -> Server[
     async def list_tools(
         ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> dict[str, Any]:
-        # A plain dict skips building 10,000 pydantic models; the SDK still checks the wire shape.
-        result: dict[str, Any] = {"tools": await gateway.list_tools(caller_of(ctx))}
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        entries = await gateway.list_entries(caller_of(ctx))
+        version = ctx.protocol_version
+        tools: list[dict[str, Any]]
+        if version in FAST_VERSIONS:
+            # Each description was shaped for this version once; see mcp_server.listing.
+            tools = SievedTools(version, [e.for_version(version) for e in entries])
+        else:
+            tools = [e.wire for e in entries]
+        result: dict[str, Any] = {"tools": tools}
+        if version in MODERN_PROTOCOL_VERSIONS:
             result["resultType"] = "complete"
         return result
 
@@ -106,11 +120,19 @@ def build_server(gateway: ToolGateway, notifier: ListChangedNotifier) -> Server[
             wire["resultType"] = "complete"
         return wire
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # Lets the SDK check 2026-07-28 Mcp-Param headers without listing every tool per call.
+        caller = CURRENT_CALLER.get()
+        entry = gateway.find(caller.principal, name) if caller is not None else None
+        schema = entry.wire["inputSchema"] if entry is not None else None
+        return schema if isinstance(schema, dict) else None
+
     server: Server[Any] = _GatewayServer(
         "stoa-link",
         version=__version__,
         title="STOA Link MCP server",
         instructions=_INSTRUCTIONS,
+        get_tool_input_schema=input_schema,
         on_list_tools=list_tools,  # type: ignore[arg-type]
         on_call_tool=call_tool,  # type: ignore[arg-type]
         on_subscriptions_listen=ListenHandler(notifier.bus),
@@ -118,4 +140,5 @@ def build_server(gateway: ToolGateway, notifier: ListChangedNotifier) -> Server[
         cache_hints={"tools/list": CacheHint(ttl_ms=0, scope="private")},
     )
     server.middleware.append(_TrackConnections(notifier))
+    install_fast_listing()
     return server

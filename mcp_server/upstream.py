@@ -17,13 +17,15 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from link.model import Principal
 from link.registry.model import Tool, endpoint_placeholders
+from mcp_server.http1 import Http1Pool, ResponseTooLarge
 from mcp_server.secrets import SERVICE_ACCOUNT_TOKEN, SecretError, SecretStore
 
 __all__ = ["ArgumentError", "HttpToolInvoker", "UpstreamError", "UpstreamResponse", "build_request"]
@@ -138,12 +140,20 @@ class HttpToolInvoker:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._mtls_clients: dict[str, tuple[tuple[str, str], httpx.AsyncClient]] = {}
+        self._pool: Http1Pool | None = None
 
     def _new_client(self, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            limits=self._limits, transport=self._transport, follow_redirects=False, verify=verify,
-            timeout=httpx.Timeout(30.0),
-        )
+        return httpx.AsyncClient(limits=self._limits, transport=self._transport, follow_redirects=False,
+                                 verify=verify, timeout=httpx.Timeout(30.0))
+
+    def _fast_path(self, tool: Tool) -> Http1Pool | None:
+        """The lean pool for plain-HTTP tools (unless a test transport replaces the network)."""
+        if self._transport is not None or not tool.endpoint.startswith("http://") or tool.auth.type == "mtls":
+            return None
+        if self._pool is None:
+            self._pool = Http1Pool(max_connections=self._limits.max_connections or 200,
+                                   max_response_bytes=self._max_response)
+        return self._pool
 
     def _client_for(self, tool: Tool) -> httpx.AsyncClient:
         if tool.auth.type == "mtls" and tool.auth.secret_ref:
@@ -183,8 +193,6 @@ class HttpToolInvoker:
         elif auth.type == "api_key" and auth.secret_ref:
             out[auth.header_name or "x-api-key"] = self._secrets.read(auth.secret_ref)
         elif auth.type == "service_account":
-            from pathlib import Path
-
             token = (self._secrets.read(auth.secret_ref) if auth.secret_ref
                      else self._secrets.read_file(Path(SERVICE_ACCOUNT_TOKEN), "service account token"))
             out[auth.header_name or "authorization"] = "Bearer " + token
@@ -206,31 +214,39 @@ class HttpToolInvoker:
         except SecretError as exc:
             raise UpstreamError("secret", str(exc), 500) from None
         prepared = build_request(tool, arguments, upstream_headers, auth)
+        pool = self._fast_path(tool)
         start = time.perf_counter()
         try:
             async with asyncio.timeout(tool.timeout_s):
-                request = client.build_request(
-                    prepared.method, prepared.url, params=list(prepared.params) or None,
-                    headers=prepared.headers, content=prepared.content,
-                    timeout=httpx.Timeout(tool.timeout_s),
-                )
-                response = await client.send(request, stream=True)
-                try:
-                    body = await self._read_capped(response)
-                finally:
-                    await response.aclose()
+                if pool is not None:
+                    url = prepared.url
+                    if prepared.params:
+                        url += ("&" if "?" in url else "?") + urlencode(prepared.params)
+                    raw = await pool.exchange(prepared.method, url, prepared.headers, prepared.content or b"")
+                    status, body, content_type = raw.status, raw.body, raw.header(b"content-type")
+                else:
+                    request = client.build_request(
+                        prepared.method, prepared.url, params=list(prepared.params) or None,
+                        headers=prepared.headers, content=prepared.content,
+                        timeout=httpx.Timeout(tool.timeout_s),
+                    )
+                    response = await client.send(request, stream=True)
+                    try:
+                        body = await self._read_capped(response)
+                    finally:
+                        await response.aclose()
+                    status, content_type = response.status_code, response.headers.get("content-type", "")
+        except ResponseTooLarge:
+            raise UpstreamError("too_large", f"the upstream answer is larger than {self._max_response} bytes",
+                                502) from None
         except (TimeoutError, httpx.TimeoutException):
             message = f"the upstream did not answer within {tool.timeout_s:g}s"
             raise UpstreamError("timeout", message, 504) from None
         except httpx.HTTPError as exc:
             message = f"the upstream could not be reached ({type(exc).__name__})"
             raise UpstreamError("connect", message, 502) from None
-        return UpstreamResponse(
-            status=response.status_code,
-            body=body,
-            content_type=response.headers.get("content-type", ""),
-            elapsed_s=time.perf_counter() - start,
-        )
+        return UpstreamResponse(status=status, body=body, content_type=content_type,
+                                elapsed_s=time.perf_counter() - start)
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         message = f"the upstream answer is larger than {self._max_response} bytes"
@@ -246,6 +262,9 @@ class HttpToolInvoker:
         return bytes(chunks)
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -91,9 +91,8 @@ async def test_handshake_protocol_versions_are_negotiated(running: Running, vers
         "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
     async with httpx.AsyncClient() as http:
         r = await http.post(running.mcp.url, json=body, headers={"accept": "application/json, text/event-stream"})
-    assert r.status_code == 200
-    data = next(line[5:] for line in r.text.splitlines() if line.startswith("data:"))
-    assert json.loads(data)["result"]["protocolVersion"] == version
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["result"]["protocolVersion"] == version
 
 
 async def test_protocol_2026_07_28_lists_and_calls(running: Running) -> None:
@@ -203,3 +202,22 @@ async def test_list_changes_reach_2026_listen_streams(running: Running) -> None:
             event = await asyncio.wait_for(subscription.__aiter__().__anext__(), 10)
         assert type(event).__name__ == "ToolsListChanged"
         assert "added-for-listeners" in [t.name for t in (await client.list_tools()).tools]
+
+
+async def test_sse_answer_mode_serves_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools_dir = tmp_path / "tools"
+    tools_dir.mkdir()
+    (tools_dir / "tools.yaml").write_text(yaml.safe_dump_all(manifests()))
+    with EchoUpstream() as up:
+        monkeypatch.setenv("ECHO_UPSTREAM", up.url)
+        s = settings(tmp_path, registry__source="files", registry__path=str(tools_dir), mcp__json_response=False)
+        async with EmbeddedMcpServer(s) as mcp:
+            async with Client(mcp.url, mode="legacy") as client:
+                assert [t.name for t in (await client.list_tools()).tools] == ["broken", "get-item"]
+                result = await client.call_tool("get-item", {"id": "sse"})
+            async with httpx.AsyncClient() as http:
+                r = await http.post(mcp.url, headers={"accept": "application/json, text/event-stream"}, json={
+                    "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    assert result.structured_content is not None and result.structured_content["path"] == "/items/sse"
+    assert r.headers["content-type"].startswith("text/event-stream")
