@@ -55,6 +55,7 @@ class _Connection(asyncio.Protocol):
         self._until_close = False
         self._keep_alive = False
         self._status = 0
+        self._too_large = False
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,9 +68,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(httpx.RemoteProtocolError("unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed response: {exc}"))
-        except ResponseTooLarge as exc:
-            self._fail(exc)
+            # A callback's exception arrives wrapped by the parser; the flag says which it was.
+            if self._too_large:
+                self._fail(ResponseTooLarge(f"the upstream answer is larger than {self._max_body} bytes"))
+            else:
+                self._fail(httpx.RemoteProtocolError(f"malformed response: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -96,7 +99,8 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body += body
         if len(self._body) > self._max_body:
-            raise ResponseTooLarge(f"the upstream answer is larger than {self._max_body} bytes")
+            self._too_large = True
+            raise ResponseTooLarge("too large")
 
     def on_message_complete(self) -> None:
         # Read here: once the message is complete the parser is ready for the next one.
