@@ -160,3 +160,17 @@ def test_install_puts_the_registry_on_the_app_with_the_configured_source(tmp_pat
     install(app2)
     assert app2.ready_checks["registry"]()[0] is True
     assert not app2.components
+
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "registry"
+
+
+async def test_the_example_manifests_all_load() -> None:
+    root = EXAMPLES
+    reg = ToolRegistry()
+    src = FileSource(reg, root, interval=60, env={"DEMO_UPSTREAM": "http://127.0.0.1:8000"})
+    await src.start()
+    await src.stop()
+    assert reg.errors() == {} and src.file_errors() == {}
+    assert {t.name for t in reg.tools("demo")} == {"say-hello", "list-invoices"}
+    assert reg.counts()["tools"] >= 4 and reg.counts()["toolsets"] >= 1
