@@ -140,6 +140,17 @@ async def mcp_session(url: str) -> str:
         return sid
 
 
+async def first_list(url: str, sid: str) -> float:
+    """ms of the first tools/list after start (descriptions shaped, policy evaluated per tool)."""
+    headers = {"accept": "application/json, text/event-stream", "mcp-session-id": sid,
+               "mcp-protocol-version": "2025-11-25"}
+    async with httpx.AsyncClient(timeout=60) as http:
+        start = time.perf_counter()
+        r = await http.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "tools/list"}, headers=headers)
+        _ = r.content
+        return (time.perf_counter() - start) * 1000
+
+
 async def list_latency(url: str, sid: str, rounds: int) -> tuple[float, float, int]:
     """p50 ms of a full tools/list answer (all bytes received), p50 ms to parse it here, and the tool count."""
     headers = {"accept": "application/json, text/event-stream", "mcp-session-id": sid,
@@ -172,6 +183,8 @@ def main() -> int:
     parser.add_argument("--tools", type=int, default=10_000, help="registered tools for the tools/list figure")
     parser.add_argument("--sse-response", action="store_true",
                         help="Streamable HTTP answers POSTs with SSE streams (default: JSON)")
+    parser.add_argument("--policy", action="store_true",
+                        help="enable an embedded Rego policy (tools/list is then filtered per tool)")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -189,13 +202,17 @@ def main() -> int:
     tools_dir = tmp / "tools"
     tools_dir.mkdir()
     (tools_dir / "tools.yaml").write_text(yaml.safe_dump_all(tool_manifests(upstream_url, args.tools)))
+    policy = tmp / "policy.rego"
+    policy.write_text("package envoy.authz\nimport rego.v1\ndefault allow := false\n"
+                      "allow if input.stoa.tool.tenant in {\"bench\", \"bulk\"}\n")
     config = tmp / "mcp.yaml"
     config.write_text(yaml.safe_dump({
         "log_level": "warning",
         "registry": {"source": "files", "path": str(tools_dir), "reload_interval_s": 60},
         "mcp": {"host": "127.0.0.1", "port": mcp_port, "public_tenants": ["bench", "bulk"],
                 "json_response": not args.sse_response},
-        "policy": {"enabled": False}, "metering": {"enabled": False}, "snapshots": {"enabled": False},
+        "policy": {"enabled": args.policy, "paths": [str(policy)]},
+        "metering": {"enabled": False}, "snapshots": {"enabled": False},
         "server": {"grpc_address": "127.0.0.1:0", "admin_address": "127.0.0.1:0"},
     }))
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo",
@@ -233,6 +250,7 @@ def main() -> int:
             _, p50_1, _, _ = wrk(url, 1, args.duration, script)
             rps, p50, p99, errors = wrk(url, args.connections, args.duration, script)
             runs.append(Run(name, p50_1, rps, p50, p99, int(errors)))
+        first_list_ms = asyncio.run(first_list(base + "/mcp", sid))
         list_p50, parse_p50, listed = asyncio.run(list_latency(base + "/mcp", sid, 20))
         rest_list = lua(tmp / "list.lua", "", {})
         rest_list.write_text('wrk.method = "GET"\n')
@@ -241,12 +259,15 @@ def main() -> int:
 
     direct = runs[0]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"wrk {args.duration:.0f}s per run, {args.connections} connections for throughput")
+          f"wrk {args.duration:.0f}s per run, {args.connections} connections for throughput; "
+          f"Streamable HTTP answers {'SSE' if args.sse_response else 'JSON'}; policy {'on' if args.policy else 'off'}")
     print(f"{'scenario':<18}{'p50 1conn':>11}{'overhead':>10}{'calls/s':>10}{'p50':>9}{'p99':>9}{'vs direct':>11}"
           f"{'non-2xx':>9}")
     for r in runs:
         print(f"{r.name:<18}{r.p50_1conn_ms:>9.3f}ms{r.p50_1conn_ms - direct.p50_1conn_ms:>8.3f}ms{r.rps:>10.0f}"
               f"{r.p50_ms:>7.2f}ms{r.p99_ms:>7.2f}ms{r.rps / direct.rps:>10.2f}x{r.errors:>9}")
+    print(f"first tools/list after start (per-tool shaping{', policy per tool' if args.policy else ''}): "
+          f"{first_list_ms:.0f} ms")
     print(f"tools/list, {listed} tools: MCP p50 {list_p50:.1f} ms to receive the whole answer "
           f"(+{parse_p50:.1f} ms for this Python client to parse it), REST p50 {rest_list_p50:.1f} ms; "
           f"one direct call p50 {direct.p50_1conn_ms:.3f} ms")

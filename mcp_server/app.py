@@ -74,7 +74,7 @@ def build_parts(link_app: LinkApp) -> McpParts:
     )
     gateway = ToolGateway(link_app, registry, invoker, federation=federation)
     notifier = ListChangedNotifier(registry, InMemorySubscriptionBus())
-    server = build_server(gateway, notifier)
+    server = build_server(gateway, notifier, trace=link_app.settings.tracing.enabled)
     sessions = StreamableHTTPSessionManager(
         app=server,
         json_response=settings.json_response,

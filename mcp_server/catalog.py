@@ -9,7 +9,7 @@ pre-compiled validator.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from jsonschema.protocols import Validator
 
 from link.registry import ToolRegistry
 from link.registry.model import Tool, thaw
-from mcp_server.listing import sieve_tool
+from mcp_server.listing import sieve_tool, sieve_tools
 
 __all__ = ["CatalogEntry", "InvalidArguments", "ToolCatalog", "describe"]
 
@@ -89,6 +89,15 @@ class CatalogEntry:
         error = best_match(self._validator.iter_errors(arguments))
         if error is not None:
             raise InvalidArguments(_field_of(error), error.message)
+
+
+def shape_for_version(entries: Iterable[CatalogEntry], version: str) -> None:
+    """Shape the descriptions not yet shaped for ``version`` in one batch (one SDK call, not one per tool)."""
+    missing = [e for e in entries if version not in e._sieved]
+    if not missing:
+        return
+    for entry, shaped in zip(missing, sieve_tools([e.wire for e in missing], version), strict=True):
+        entry._sieved[version] = shaped
 
 
 class ToolCatalog:

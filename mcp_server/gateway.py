@@ -354,7 +354,7 @@ class ToolGateway:
             t_gateway_ms=max(0.0, total_s - result.backend_s) * 1000.0,
             t_backend_ms=result.backend_s * 1000.0,
             t_link_ms=sum(ctx.timings_ns.values()) / 1e6,
-            request_size_bytes=_size(args),
+            request_size_bytes=_request_size(caller, args),
             response_size_bytes=result.response_bytes,
             trace_id=_trace_id(caller.headers),
             source="mcp",
@@ -373,7 +373,7 @@ class ToolGateway:
             http_status=404, outcome=Outcome.NOT_FOUND, reason="unknown_tool", tenant=p.tenant,
             consumer=p.consumer, subject=p.subject, credential=p.kind.value, tool=name,
             scopes=sorted(p.scopes), roles=sorted(p.roles), latency_ms=total_s * 1000.0,
-            t_gateway_ms=total_s * 1000.0, request_size_bytes=_size(args),
+            t_gateway_ms=total_s * 1000.0, request_size_bytes=_request_size(caller, args),
             trace_id=_trace_id(caller.headers), source="mcp",
         ))
         _count(caller.transport, Outcome.NOT_FOUND, None)
@@ -391,6 +391,12 @@ def _count(transport: str, outcome: Outcome, seconds: float | None) -> None:
     children[0].inc()
     if seconds is not None:
         children[1].observe(seconds)
+
+
+def _request_size(caller: Caller, args: Mapping[str, Any]) -> int:
+    """Bytes the client sent for the call (its HTTP body), else the size of the arguments as JSON."""
+    declared = caller.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else _size(args)
 
 
 def _size(args: Mapping[str, Any]) -> int:

@@ -153,8 +153,10 @@ class CallerMiddleware:
                 return replay.pop(0)
             return await receive()
 
+        if b"tools/call" not in body:
+            return None, replaying  # nothing is called: no need to parse
         try:
-            parsed = json.loads(body) if body else None
+            parsed = json.loads(body)
         except ValueError:
             return None, replaying  # the transport answers the parse error itself
         for name in _called_tools(parsed):

@@ -17,7 +17,7 @@ from typing import Any
 
 from mcp_types import methods as _methods
 
-__all__ = ["FAST_VERSIONS", "SievedTools", "install", "sieve_tool"]
+__all__ = ["FAST_VERSIONS", "SievedTools", "install", "sieve_tool", "sieve_tools"]
 
 # Versions whose Tool shape our descriptions fit exactly; older ones take the SDK's path.
 FAST_VERSIONS = frozenset({"2025-06-18", "2025-11-25", "2026-07-28"})
@@ -35,9 +35,14 @@ class SievedTools(list[dict[str, Any]]):
 
 def sieve_tool(wire: Mapping[str, Any], version: str) -> dict[str, Any]:
     """One tool description exactly as the SDK would put it in a ``tools/list`` result."""
-    shaped = _original("tools/list", version, _shell(version, [dict(wire)]))
-    tool: dict[str, Any] = shaped["tools"][0]
-    return tool
+    return sieve_tools([wire], version)[0]
+
+
+def sieve_tools(wires: list[Mapping[str, Any]], version: str) -> list[dict[str, Any]]:
+    """Many descriptions shaped by one SDK call (the schema check is the slow part, not the count)."""
+    shaped = _original("tools/list", version, _shell(version, [dict(w) for w in wires]))
+    tools: list[dict[str, Any]] = shaped["tools"]
+    return tools
 
 
 def _shell(version: str, tools: list[dict[str, Any]]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import contextvars
 from typing import Any
 
 import mcp_types as types
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.caching import CacheHint
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
@@ -21,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from link import __version__
-from mcp_server.catalog import InvalidArguments
+from mcp_server.catalog import InvalidArguments, shape_for_version
 from mcp_server.gateway import Caller, ToolGateway, UnknownTool
 from mcp_server.listing import FAST_VERSIONS, SievedTools
 from mcp_server.listing import install as install_fast_listing
@@ -85,7 +86,7 @@ class _GatewayServer(Server[Any]):
         )
 
 
-def build_server(gateway: ToolGateway, notifier: ListChangedNotifier) -> Server[Any]:
+def build_server(gateway: ToolGateway, notifier: ListChangedNotifier, *, trace: bool = True) -> Server[Any]:
     """The low-level MCP server: tools/list, tools/call and subscriptions/listen."""
 
     async def list_tools(
@@ -96,6 +97,7 @@ def build_server(gateway: ToolGateway, notifier: ListChangedNotifier) -> Server[
         tools: list[dict[str, Any]]
         if version in FAST_VERSIONS:
             # Each description was shaped for this version once; see mcp_server.listing.
+            shape_for_version(entries, version)
             tools = SievedTools(version, [e.for_version(version) for e in entries])
         else:
             tools = [e.wire for e in entries]
@@ -139,6 +141,9 @@ def build_server(gateway: ToolGateway, notifier: ListChangedNotifier) -> Server[
         # A caller's list depends on its tenant and on policy: never shared, re-fetched freely.
         cache_hints={"tools/list": CacheHint(ttl_ms=0, scope="private")},
     )
+    if not trace:
+        # The SDK opens a span per message; without tracing that is pure cost on every call.
+        server.middleware = [m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)]
     server.middleware.append(_TrackConnections(notifier))
     install_fast_listing()
     return server

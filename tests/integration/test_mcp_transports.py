@@ -195,6 +195,21 @@ async def test_list_changes_reach_handshake_sessions(running: Running) -> None:
         assert "added-later" in [t.name for t in (await client.list_tools()).tools]
 
 
+async def test_list_changes_reach_legacy_sse_sessions(running: Running) -> None:
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if type(message).__name__ == "ToolListChangedNotification":
+            changed.set()
+
+    async with Client(sse_client(running.mcp.base_url + "/mcp/sse"), mode="legacy",
+                      message_handler=on_message) as client:
+        await client.list_tools()
+        running.add_tool(tool("added-for-sse", endpoint="${ECHO_UPSTREAM}/later"))
+        await asyncio.wait_for(changed.wait(), 10)
+        assert "added-for-sse" in [t.name for t in (await client.list_tools()).tools]
+
+
 async def test_list_changes_reach_2026_listen_streams(running: Running) -> None:
     async with Client(running.mcp.url, mode="2026-07-28") as client:
         async with client.listen(tools_list_changed=True) as subscription:
