@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from link.registry import registry_of
+from link.settings import McpSettings
 from mcp_server.auth import CallerAuthenticator, metadata_routes
 from mcp_server.federation import ToolSetFederation
 from mcp_server.gateway import ToolGateway
@@ -35,7 +36,7 @@ from mcp_server.http import CallerMiddleware
 from mcp_server.notify import ListChangedNotifier
 from mcp_server.rest import rest_routes
 from mcp_server.secrets import SecretStore
-from mcp_server.security import HostOriginGuard
+from mcp_server.security import HostOriginGuard, host_check_needed
 from mcp_server.server import build_server
 from mcp_server.upstream import HttpToolInvoker
 
@@ -72,6 +73,8 @@ def build_parts(link_app: LinkApp) -> McpParts:
         registry, secrets, backoff_initial_s=settings.federation_backoff_initial_s,
         backoff_max_s=settings.federation_backoff_max_s, ping_interval_s=settings.federation_ping_interval_s,
     )
+    # The process serving MCP is the one whose federation state counts (e.g. for ToolSet status writes).
+    link_app.extras["federation"] = federation
     gateway = ToolGateway(link_app, registry, invoker, federation=federation)
     notifier = ListChangedNotifier(registry, InMemorySubscriptionBus())
     server = build_server(gateway, notifier, trace=link_app.settings.tracing.enabled)
@@ -130,7 +133,9 @@ def build_asgi(link_app: LinkApp, parts: McpParts | None = None) -> Starlette:
     ]
     middleware = [
         Middleware(HostOriginGuard, allowed_hosts=settings.allowed_hosts,
-                   allowed_origins=settings.allowed_origins, enabled=settings.dns_rebinding_protection),
+                   allowed_origins=settings.allowed_origins, enabled=settings.dns_rebinding_protection,
+                   check_hosts=host_check_needed(settings.host, settings.allowed_hosts,
+                                                 McpSettings().allowed_hosts)),
         Middleware(CallerMiddleware, auth=parts.auth, gateway=parts.gateway,
                    max_body_bytes=settings.max_body_bytes),
     ]

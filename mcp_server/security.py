@@ -5,6 +5,10 @@ attacker's Host (after DNS rebinding) or Origin; both are checked against
 ``mcp.allowed_hosts`` / ``mcp.allowed_origins`` before anything else runs.
 Patterns end in ``:*`` for any port; ``*`` alone allows everything (for
 deployments behind a proxy that checks hosts itself).
+
+DNS rebinding targets servers on loopback. A server bound to another address
+(in a cluster, reached by service names) with ``allowed_hosts`` left at its
+loopback default checks Origin only, like the SDK's own transports.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["HostOriginGuard", "matches"]
+__all__ = ["LOOPBACK_HOSTS", "HostOriginGuard", "host_check_needed", "matches"]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def host_check_needed(bind_host: str, allowed_hosts: Sequence[str], default_hosts: Sequence[str]) -> bool:
+    """Check Host unless bound off loopback with the loopback-only default list."""
+    return bind_host in LOOPBACK_HOSTS or list(allowed_hosts) != list(default_hosts)
 
 
 def matches(value: str, patterns: Sequence[str]) -> bool:
@@ -33,11 +44,12 @@ class HostOriginGuard:
     """ASGI middleware: 421 for a foreign Host, 403 for a foreign Origin."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str], allowed_origins: Sequence[str],
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, check_hosts: bool = True) -> None:
         self.app = app
         self._hosts = tuple(allowed_hosts)
         self._origins = tuple(allowed_origins)
         self._enabled = enabled
+        self._check_hosts = check_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._enabled:
@@ -49,7 +61,8 @@ class HostOriginGuard:
                 host = v.decode("latin-1")
             elif k == b"origin":
                 origin = v.decode("latin-1")
-        if host is None or not (matches(host, self._hosts) or matches(host + ":80", self._hosts)):
+        if self._check_hosts and (host is None or not (matches(host, self._hosts)
+                                                       or matches(host + ":80", self._hosts))):
             await _refuse(send, 421, "invalid Host header")
             return
         # Origin is absent on non-browser requests; a present one must be ours.

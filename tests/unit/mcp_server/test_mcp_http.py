@@ -117,3 +117,12 @@ def test_challenge_keeps_the_identity_phases_error_and_adds_metadata(tmp_path: P
     assert value == ('Bearer realm="stoa", error="invalid_token", error_description="token expired, renew", '
                      'resource_metadata="http://127.0.0.1:3001/.well-known/oauth-protected-resource/mcp", '
                      'scope="a b"')
+
+
+def test_host_check_only_where_rebinding_matters() -> None:
+    from mcp_server.security import host_check_needed
+
+    default = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    assert host_check_needed("127.0.0.1", default, default)
+    assert not host_check_needed("0.0.0.0", default, default)  # in a cluster: service names, Origin still checked
+    assert host_check_needed("0.0.0.0", ["mcp.example.com"], default)
