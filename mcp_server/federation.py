@@ -293,6 +293,7 @@ class ToolSetFederation:
             structured=wire.get("structuredContent"),
             status=200,
             backend_s=time.perf_counter() - start,
+            reason="upstream_tool_error" if wire.get("isError") else "",
         )
 
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from link.events import RequestOutcome
@@ -70,7 +70,7 @@ class ToolResult:
     refusal: Decision | None = None
     backend_s: float = 0.0
     response_bytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""  # machine code of a failure for metering: timeout, upstream_status, invalid_params …
 
     def as_mcp(self) -> dict[str, Any]:
         out: dict[str, Any] = {"content": self.content, "isError": self.is_error}
@@ -113,14 +113,14 @@ def result_from_upstream(tool: Tool, resp: UpstreamResponse) -> ToolResult:
         content.insert(0, {"type": "text", "text": f"HTTP {resp.status}"})
     return ToolResult(
         content=content, is_error=is_error, structured=structured, status=resp.status,
-        backend_s=resp.elapsed_s, response_bytes=len(resp.body),
+        backend_s=resp.elapsed_s, response_bytes=len(resp.body), reason="upstream_status" if is_error else "",
     )
 
 
 def error_result(message: str, status: int, reason: str) -> ToolResult:
     return ToolResult(
         content=[{"type": "text", "text": message}], is_error=True,
-        structured={"status": status, "error": reason, "message": message}, status=status,
+        structured={"status": status, "error": reason, "message": message}, status=status, reason=reason,
     )
 
 
@@ -329,6 +329,10 @@ class ToolGateway:
         meta = decision.metadata
         scopes = meta.get("scopes", "")
         roles = meta.get("roles", "")
+        if not decision.allowed:
+            reason = decision.reason
+        else:
+            reason = result.reason
         event = RequestOutcome(
             request_id=ctx.request.request_id,
             timestamp=started,
@@ -337,9 +341,7 @@ class ToolGateway:
             http_status=result.status,
             outcome=outcome,
             decision_id=str(meta.get("decision_id", "")),
-            reason=decision.reason if not decision.allowed else ("" if outcome is Outcome.SUCCESS else
-                                                                  str(result.structured.get("error", ""))
-                                                                  if result.structured else ""),
+            reason=reason,
             tenant=str(meta.get("tenant", "")) or (ctx.route.tenant or "" if ctx.route else ""),
             consumer=str(meta.get("consumer", "")),
             subject=str(meta.get("subject", "")),

@@ -105,6 +105,7 @@ async def test_upstream_errors_are_tool_errors_carrying_the_status(tmp_path: Pat
     assert result.structured == {"status": 503, "error": {"detail": "maintenance"}}
     assert result.content[0]["text"].startswith("HTTP 503: ")
     assert sink.outcomes[0].outcome is Outcome.ERROR and sink.outcomes[0].http_status == 503
+    assert sink.outcomes[0].reason == "upstream_status"
 
 
 async def test_the_per_tool_rate_limit_comes_from_the_pipeline(tmp_path: Path) -> None:
