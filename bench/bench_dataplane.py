@@ -9,6 +9,8 @@ root). Every figure is printed next to the Envoy-alone baseline of the same run.
 
 Scenarios:
   envoy-alone        plain proxy, no Link filters (the baseline)
+  grpc-noop          ext_authz to a no-op Python grpc.aio server (bench/noop_authz.py): the floor of one
+                     Python gRPC hop on this machine, for comparison
   authz-minimal      ext_authz to Link; an anonymous route (pipeline with identity + response only)
   authz-full         ext_authz to Link; API key, Rego policy, local rate limit (the production shape)
   authz-full+meter   authz-full with metering to a real Kafka-protocol broker (tansu), built from
@@ -142,9 +144,12 @@ def run_scenario(name: str, up_port: int, tmp: Path, args: argparse.Namespace, k
         if name != "envoy-alone":
             for w in range(args.workers):
                 grpc_port, admin_port = free_port(), free_port()
-                cfg = link_config(tmp, name, grpc_port, admin_port, kafka if name.endswith("+meter") else None)
-                p = ManagedProcess([sys.executable, "-m", "link.cli", "serve", "--config", str(cfg)],
-                                   log_path=tmp / f"link-{name}-{w}.log")
+                if name == "grpc-noop":
+                    argv = [sys.executable, str(Path(__file__).with_name("noop_authz.py")), f"127.0.0.1:{grpc_port}"]
+                else:
+                    cfg = link_config(tmp, name, grpc_port, admin_port, kafka if name.endswith("+meter") else None)
+                    argv = [sys.executable, "-m", "link.cli", "serve", "--config", str(cfg)]
+                p = ManagedProcess(argv, log_path=tmp / f"link-{name}-{w}.log")
                 procs.append(p)
                 wait_for_port(grpc_port, timeout=30, proc=p.proc)
                 link_addresses.append(f"127.0.0.1:{grpc_port}")
@@ -171,7 +176,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="Link processes behind Envoy")
     parser.add_argument("--envoy-concurrency", type=int, default=1)
-    parser.add_argument("--scenarios", default="envoy-alone,authz-minimal,authz-full,authz-full+meter,authz+ext_proc")
+    parser.add_argument("--scenarios", default="envoy-alone,grpc-noop,authz-minimal,authz-full,authz-full+meter,authz+ext_proc")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         if os.geteuid() != 0:
