@@ -1,5 +1,5 @@
 # The README's commands. Each target installs what it needs on a fresh machine.
-.PHONY: demo test test-fast lint typecheck bench envoy-configs clean
+.PHONY: demo test test-fast conformance lint typecheck bench envoy-configs clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,11 +10,16 @@ demo:
 
 test:
 	@scripts/bootstrap.sh dev
+	tests/conformance/run.sh
 	$(PY) -m pytest -q
 
 test-fast:
 	@scripts/bootstrap.sh dev
 	$(PY) -m pytest -q -m "not integration"
+
+conformance:
+	@scripts/bootstrap.sh dev
+	tests/conformance/run.sh
 
 lint:
 	@scripts/bootstrap.sh dev
