@@ -71,7 +71,7 @@ def test_envoy_config_from_link_settings(tmp_path: Path) -> None:
     routes = boot["staticResources"]["listeners"][0]["filterChains"][0]["filters"][0]["typedConfig"][
         "routeConfig"]["virtualHosts"][0]["routes"]
     assert [r["match"]["prefix"] for r in routes] == ["/orders/", "/pay", "/"]
-    link = [c for c in boot["staticResources"]["clusters"] if c["name"] == "stoa_link"][0]
+    link = next(c for c in boot["staticResources"]["clusters"] if c["name"] == "stoa_link")
     ports = [e["endpoint"]["address"]["socketAddress"]["portValue"]
              for e in link["loadAssignment"]["endpoints"][0]["lbEndpoints"]]
     assert ports == [9300, 9301]  # one endpoint per worker
