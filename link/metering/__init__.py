@@ -8,6 +8,7 @@ when ``metering.enabled`` is true and a broker is configured
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ _log = logging.getLogger("stoa.link.metering")
 
 def origin_from_settings(settings: Settings) -> EventOrigin:
     """gateway_id = settings.gateway_id, else the instance name (POD_NAME, else the host name)."""
-    instance = settings.controlplane.instance_name or socket.gethostname()
+    instance = settings.controlplane.instance_name or os.environ.get("POD_NAME") or socket.gethostname()
     return EventOrigin(gateway_id=settings.gateway_id or instance, instance=instance, mode=settings.mode)
 
 

@@ -63,9 +63,12 @@ def rfc3339(epoch_s: float) -> str:
     return f"{prefix}.{millis:03d}Z"
 
 
-def _ms(value: float) -> float:
-    # JSON has no NaN or infinity (NaN fails the comparison too); a broken timing must not break the event.
+def round_ms(value: float) -> float:
+    """Milliseconds to three decimals; NaN, infinity or negative become 0 (JSON has neither)."""
     return round(value, 3) if 0.0 <= value < _INF else 0.0
+
+
+_ms = round_ms
 
 
 def _count(value: int) -> int:

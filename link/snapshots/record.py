@@ -8,49 +8,22 @@ only; nothing of the raw exchange survives except what masking let through.
 from __future__ import annotations
 
 import json
-import math
-import os
-import socket
-import time
 import uuid
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 from link.events import Exchange, HttpMessage
+from link.metering.event import EventOrigin, rfc3339
+from link.metering.event import round_ms as _ms
 from link.model import Outcome
-from link.settings import Settings
 from link.snapshots.masking import PiiMasker
 from link.snapshots.replay import replay_command
 
 __all__ = ["SnapshotOrigin", "build_snapshot", "error_type"]
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotOrigin:
-    """Who captured the snapshot: the same for every snapshot of one process."""
-
-    gateway_id: str
-    instance: str
-    mode: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SnapshotOrigin:
-        instance = settings.controlplane.instance_name or os.environ.get("POD_NAME") or socket.gethostname()
-        return cls(gateway_id=settings.gateway_id or instance, instance=instance, mode=settings.mode)
-
-
-def _rfc3339(epoch_s: float) -> str:
-    """``2025-01-31T12:00:00.123Z``, as the protobuf JSON mapping writes a Timestamp."""
-    if not math.isfinite(epoch_s) or epoch_s < 0:
-        epoch_s = time.time()
-    whole = int(epoch_s)
-    millis = min(int((epoch_s - whole) * 1000), 999)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
-
-
-def _ms(value: float) -> float:
-    return round(value, 3) if math.isfinite(value) and value >= 0 else 0.0
+# Snapshots carry the metering fields: same origin, same timestamp and duration encoding.
+SnapshotOrigin = EventOrigin
 
 
 _UPSTREAM_ERRORS = {502: "bad_gateway", 503: "upstream_unavailable", 504: "upstream_timeout"}
@@ -139,7 +112,7 @@ def build_snapshot(
     consumer = masker.mask_text(exchange.consumer, found)
     return {
         "event_id": sid,
-        "timestamp": _rfc3339(exchange.timestamp),
+        "timestamp": rfc3339(exchange.timestamp),
         "gateway_id": origin.gateway_id,
         "instance": origin.instance,
         "mode": origin.mode,

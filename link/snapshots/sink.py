@@ -19,11 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 from link.events import Exchange
+from link.metering import origin_from_settings
 from link.settings import Settings
 from link.snapshots import metrics
 from link.snapshots.masking import PiiMasker
 from link.snapshots.publisher import SnapshotPublisher
-from link.snapshots.record import SnapshotOrigin, build_snapshot
+from link.snapshots.record import build_snapshot
 from link.snapshots.store import SnapshotStore
 
 __all__ = ["SnapshotSink"]
@@ -51,7 +52,7 @@ class SnapshotSink:
         self.store = store
         self._publisher = publisher
         self._masker = PiiMasker(s.mask_keys)
-        self._origin = SnapshotOrigin.from_settings(settings)
+        self._origin = origin_from_settings(settings)
         self._strip_prefix = settings.identity.strip_header_prefix.lower()
         self._capture_5xx = s.capture_5xx
         self._capture_4xx = s.capture_4xx
