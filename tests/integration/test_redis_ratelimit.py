@@ -22,7 +22,7 @@ pytestmark = [
 TIMEOUT_MS = 100
 # Slack over the Redis timeout for scheduling on a busy machine. Without the
 # timeout a frozen Redis would hold a check for the 1 s socket timeout (or forever).
-SLACK_S = 0.5
+SLACK_S = 0.8  # below the 1 s socket timeout, so the assertion still proves the Redis timeout cut in
 
 
 @pytest.fixture
