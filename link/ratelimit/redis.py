@@ -20,6 +20,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -153,10 +154,17 @@ class RedisBuckets:
             args.append(repr(lim.interval_s))
             args.append(lim.capacity)
         self.checks_sent += 1
+        # The call runs in its own task so the request never waits for its clean-up: cancelling a
+        # read from a frozen Redis makes redis-py close the connection, which can itself take up
+        # to the socket timeout. The request leaves at the timeout; the clean-up finishes behind it.
+        task = asyncio.ensure_future(self._run(client, keys, args))
         try:
-            # asyncio.timeout, not wait_for: same bound, without a task per check.
-            async with asyncio.timeout(self._timeout):
-                reply = await self._run(client, keys, args)
+            done, _ = await asyncio.wait((task,), timeout=self._timeout)
+            if not done:
+                task.cancel()
+                task.add_done_callback(_consume)
+                raise TimeoutError(f"no answer from Redis within {self._timeout * 1000:g} ms")
+            reply = task.result()
         except (TimeoutError, RedisError, OSError) as exc:
             self._trip(exc)
             raise BackendUnavailable(self._last_error) from None
@@ -224,3 +232,9 @@ class RedisBuckets:
             REDIS_UP.set(1)
             _log.info("redis rate limiting back after %.1fs", time.monotonic() - started)
             return
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Retrieve an abandoned call's outcome so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
