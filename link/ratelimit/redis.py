@@ -108,6 +108,7 @@ class RedisBuckets:
         self._open = False  # circuit open: skip Redis
         self._last_error = ""
         self._probe: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.checks_sent = 0  # round trips attempted (tests and the bench read it)
 
     # -- lifecycle -----------------------------------------------------------
@@ -129,6 +130,8 @@ class RedisBuckets:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=self._probe_timeout)
 
     def readiness(self) -> tuple[bool, str]:
         # Never unready because of Redis: the failure mode keeps traffic flowing,
@@ -210,6 +213,13 @@ class RedisBuckets:
             kind = "error"
         REDIS_ERRORS.labels(kind).inc()
         self._last_error = f"{kind}: {type(exc).__name__}"
+        if kind == "timeout" and self._client is not None:
+            # Connections abandoned mid-reply may take a socket timeout to close: a fresh pool keeps
+            # them from blocking the checks that follow once Redis answers again.
+            stale, self._client = self._client, None
+            closing = asyncio.get_running_loop().create_task(_close_quietly(stale))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         if not self._open:
             self._open = True
             REDIS_UP.set(0)
@@ -232,6 +242,11 @@ class RedisBuckets:
             REDIS_UP.set(1)
             _log.info("redis rate limiting back after %.1fs", time.monotonic() - started)
             return
+
+
+async def _close_quietly(client: Redis) -> None:
+    with contextlib.suppress(Exception):
+        await client.aclose()
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
