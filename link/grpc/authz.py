@@ -6,7 +6,6 @@ This module and its siblings are the only places that know Envoy's types.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,9 +15,10 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
-from link.events import Exchange, ExchangeSink, HttpMessage
+from link.events import Exchange, HttpMessage
+from link.grpc.shell import PipelineShell
 from link.model import Decision, Outcome, PeerIdentity, Request
-from link.pipeline import Pipeline, PipelineResult
+from link.pipeline import PipelineResult
 from link.telemetry.propagation import trace_context_from_metadata
 
 _log = logging.getLogger("stoa.link.grpc.authz")
@@ -173,22 +173,8 @@ def trace_id_of(traceparent: str) -> str:
     return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationService(PipelineShell, external_auth_pb2_grpc.AuthorizationServicer):
     """``envoy.service.auth.v3.Authorization``: a thin shell over the pipeline."""
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        exchange_sink: Callable[[], ExchangeSink | None] = lambda: None,
-        body_cap: int = 4096,
-        trace_context: bool = False,
-    ) -> None:
-        self._pipeline = pipeline
-        self._sink = exchange_sink
-        self._cap = body_cap
-        # When Envoy traces, its span's context travels in the gRPC call's metadata, not in the request
-        # headers. Reading metadata costs a little, so only when tracing is on.
-        self._trace_context = trace_context
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]

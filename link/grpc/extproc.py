@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,9 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format, struct_pb2
 
 from link import metrics
-from link.events import Exchange, ExchangeSink, HttpMessage
+from link.events import Exchange, HttpMessage
 from link.grpc.authz import METADATA_NAMESPACE, metadata_struct, trace_id_of
+from link.grpc.shell import PipelineShell
 from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext
 from link.pipeline import Pipeline
 from link.telemetry.propagation import trace_context_from_metadata
@@ -96,20 +97,8 @@ class _Stream:
     trace: dict[str, str] = field(default_factory=dict)
 
 
-class ExternalProcessorService(ep_grpc.ExternalProcessorServicer):
+class ExternalProcessorService(PipelineShell, ep_grpc.ExternalProcessorServicer):
     """``envoy.service.ext_proc.v3.ExternalProcessor``."""
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        exchange_sink: Callable[[], ExchangeSink | None],
-        body_cap: int = 4096,
-        trace_context: bool = False,
-    ) -> None:
-        self._pipeline = pipeline
-        self._sink = exchange_sink
-        self._cap = body_cap
-        self._trace_context = trace_context
 
     async def Process(
         self,
