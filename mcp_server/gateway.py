@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from link.events import RequestOutcome
 from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext, RouteMatch
 from link.registry import Tool, ToolRegistry
+from link.telemetry.propagation import trace_id_of
 from mcp_server.catalog import CatalogEntry, InvalidArguments, ToolCatalog
 from mcp_server.metrics import TOOL_CALL_SECONDS, TOOL_CALLS, TOOL_LISTS
 from mcp_server.upstream import ArgumentError, HttpToolInvoker, UpstreamError, UpstreamResponse
@@ -125,8 +126,7 @@ def error_result(message: str, status: int, reason: str) -> ToolResult:
 
 
 def _trace_id(headers: Mapping[str, str]) -> str:
-    parts = headers.get("traceparent", "").split("-")
-    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
+    return trace_id_of(headers.get("traceparent", ""))
 
 
 def _principal_key(p: Principal) -> tuple[Any, ...]:

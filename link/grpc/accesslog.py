@@ -21,6 +21,7 @@ from link import metrics
 from link.events import OutcomeBus, RequestOutcome
 from link.grpc.authz import METADATA_NAMESPACE
 from link.model import Outcome
+from link.telemetry.propagation import trace_id_of
 
 _log = logging.getLogger("stoa.link.grpc.accesslog")
 
@@ -54,8 +55,6 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
     backend = 0.0
     if common.HasField("time_to_first_upstream_tx_byte") and common.HasField("time_to_last_upstream_rx_byte"):
         backend = max(0.0, _ms(common.time_to_last_upstream_rx_byte) - _ms(common.time_to_first_upstream_tx_byte))
-    traceparent = req.request_headers.get("traceparent", "")
-    parts = traceparent.split("-")
     if not meta:
         decided = Outcome.ERROR.value if status >= 500 or status == 0 else ""
         reason = "link_unreachable" if _link_failed(common) else ""
@@ -87,7 +86,7 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
         t_link_ms=float(meta.get("t_link_us", 0)) / 1000.0,
         request_size_bytes=req.request_headers_bytes + req.request_body_bytes,
         response_size_bytes=resp.response_headers_bytes + resp.response_body_bytes,
-        trace_id=str(meta.get("trace_id", "")) or (parts[1] if len(parts) >= 4 else ""),
+        trace_id=str(meta.get("trace_id", "")) or trace_id_of(req.request_headers.get("traceparent", "")),
         source="envoy",
     )
 

@@ -19,7 +19,7 @@ from link.events import Exchange, HttpMessage
 from link.grpc.shell import PipelineShell
 from link.model import Decision, Outcome, PeerIdentity, Request
 from link.pipeline import PipelineResult
-from link.telemetry.propagation import trace_context_from_metadata
+from link.telemetry.propagation import trace_context_from_metadata, trace_id_of
 
 _log = logging.getLogger("stoa.link.grpc.authz")
 
@@ -166,11 +166,6 @@ def refusal_exchange(result: PipelineResult, body_cap: int) -> Exchange:
         reason=decision.reason,
         timing_ms={name: ns / 1e6 for name, ns in ctx.timings_ns.items()},
     )
-
-
-def trace_id_of(traceparent: str) -> str:
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
 
 
 class AuthorizationService(PipelineShell, external_auth_pb2_grpc.AuthorizationServicer):

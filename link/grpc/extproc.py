@@ -24,11 +24,11 @@ from google.protobuf import json_format, struct_pb2
 
 from link import metrics
 from link.events import Exchange, HttpMessage
-from link.grpc.authz import METADATA_NAMESPACE, metadata_struct, trace_id_of
+from link.grpc.authz import METADATA_NAMESPACE, metadata_struct
 from link.grpc.shell import PipelineShell
 from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext
 from link.pipeline import Pipeline
-from link.telemetry.propagation import trace_context_from_metadata
+from link.telemetry.propagation import trace_context_from_metadata, trace_id_of
 
 _log = logging.getLogger("stoa.link.grpc.extproc")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from link.model import Request
 
-__all__ = ["TraceParent", "format_traceparent", "parse_traceparent", "trace_context_from_metadata"]
+__all__ = ["TraceParent", "format_traceparent", "parse_traceparent", "trace_context_from_metadata", "trace_id_of"]
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?$")
 
@@ -39,6 +39,12 @@ def parse_traceparent(value: str) -> TraceParent | None:
     if trace_id == "0" * 32 or span_id == "0" * 16:
         return None
     return TraceParent(trace_id=trace_id, span_id=span_id, sampled=bool(int(m.group(4), 16) & 1))
+
+
+def trace_id_of(traceparent: str) -> str:
+    """The trace id of a valid ``traceparent``, else ""; what events and snapshots record."""
+    tp = parse_traceparent(traceparent) if traceparent else None
+    return tp.trace_id if tp is not None else ""
 
 
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
