@@ -10,7 +10,7 @@ demo:
 
 test:
 	@scripts/bootstrap.sh dev
-	tests/conformance/run.sh
+	tests/conformance/run.sh --all
 	$(PY) -m pytest -q
 
 test-fast:
@@ -19,7 +19,7 @@ test-fast:
 
 conformance:
 	@scripts/bootstrap.sh dev
-	tests/conformance/run.sh
+	tests/conformance/run.sh --all
 
 lint:
 	@scripts/bootstrap.sh dev
@@ -36,6 +36,7 @@ bench:
 envoy-configs:
 	@scripts/bootstrap.sh runtime
 	$(PY) -m link.envoyconf.files --write
+	$(PY) -m link.envoyconf.mode_files --write
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info var

@@ -9,8 +9,12 @@ identity, rate limiting and the response phase; policy and metering off), and
 `wrk` as the load generator. Every figure is printed next to the direct call to
 the upstream measured in the same run.
 
-Targets: tools/call overhead <= 2 ms p50, >= 1,000 calls/s, tools/list with
-10,000 registered tools <= 50 ms.
+Targets (both protocol eras, Streamable HTTP answering JSON): tools/call overhead
+<= 0.5 ms p50 at one connection over the direct call, >= 2,500 calls/s at 16
+connections, tools/list with 10,000 registered tools <= 50 ms. Because the
+machine may be shared, each run also prints the MCP server's own CPU time per
+call (from /proc, independent of what else runs) and the ratio of every figure
+to the direct call measured in the same run.
 """
 
 from __future__ import annotations
@@ -76,6 +80,17 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float  # the MCP server's CPU (user + system) per call during the throughput run
+
+
+def mcp_like(runs: list[Run]) -> list[Run]:
+    return [r for r in runs[1:] if r.cpu_us > 0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _to_ms(value: str, unit: str) -> float:
@@ -248,8 +263,11 @@ def main() -> int:
         for name, (url, script) in scenarios.items():
             wrk(url, 4, 1.0, script)  # warm-up
             _, p50_1, _, _ = wrk(url, 1, args.duration, script)
+            cpu0 = cpu_seconds(mcp.proc.pid)
             rps, p50, p99, errors = wrk(url, args.connections, args.duration, script)
-            runs.append(Run(name, p50_1, rps, p50, p99, int(errors)))
+            cpu = cpu_seconds(mcp.proc.pid) - cpu0
+            calls = rps * max(1, int(args.duration))
+            runs.append(Run(name, p50_1, rps, p50, p99, int(errors), cpu / calls * 1e6 if calls else 0.0))
         first_list_ms = asyncio.run(first_list(base + "/mcp", sid))
         list_p50, parse_p50, listed = asyncio.run(list_latency(base + "/mcp", sid, 20))
         rest_list = lua(tmp / "list.lua", "", {})
@@ -261,20 +279,27 @@ def main() -> int:
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"wrk {args.duration:.0f}s per run, {args.connections} connections for throughput; "
           f"Streamable HTTP answers {'SSE' if args.sse_response else 'JSON'}; policy {'on' if args.policy else 'off'}")
-    print(f"{'scenario':<18}{'p50 1conn':>11}{'overhead':>10}{'calls/s':>10}{'p50':>9}{'p99':>9}{'vs direct':>11}"
-          f"{'non-2xx':>9}")
+    print(f"{'scenario':<18}{'p50 1conn':>11}{'overhead':>10}{'x direct':>10}{'calls/s':>10}{'x direct':>10}"
+          f"{'p50':>9}{'p99':>9}{'server CPU/call':>17}{'non-2xx':>9}")
     for r in runs:
-        print(f"{r.name:<18}{r.p50_1conn_ms:>9.3f}ms{r.p50_1conn_ms - direct.p50_1conn_ms:>8.3f}ms{r.rps:>10.0f}"
-              f"{r.p50_ms:>7.2f}ms{r.p99_ms:>7.2f}ms{r.rps / direct.rps:>10.2f}x{r.errors:>9}")
+        cpu = f"{r.cpu_us:>13.0f} us" if r is not direct else f"{'-':>16}"
+        print(f"{r.name:<18}{r.p50_1conn_ms:>9.3f}ms{r.p50_1conn_ms - direct.p50_1conn_ms:>8.3f}ms"
+              f"{r.p50_1conn_ms / direct.p50_1conn_ms:>9.1f}x{r.rps:>10.0f}{r.rps / direct.rps:>9.3f}x"
+              f"{r.p50_ms:>7.2f}ms{r.p99_ms:>7.2f}ms{cpu}{r.errors:>9}")
+    for r in mcp_like(runs):
+        print(f"{r.name}: the server spent {r.cpu_us:.0f} us of CPU per call, i.e. at most "
+              f"{1e6 / r.cpu_us:.0f} calls/s on one free core (REST and MCP share one event loop)")
     print(f"first tools/list after start (per-tool shaping{', policy per tool' if args.policy else ''}): "
           f"{first_list_ms:.0f} ms")
     print(f"tools/list, {listed} tools: MCP p50 {list_p50:.1f} ms to receive the whole answer "
           f"(+{parse_p50:.1f} ms for this Python client to parse it), REST p50 {rest_list_p50:.1f} ms; "
           f"one direct call p50 {direct.p50_1conn_ms:.3f} ms")
-    worst = max(r.p50_1conn_ms - direct.p50_1conn_ms for r in runs[1:])
-    slowest = min(r.rps for r in runs[1:])
-    print(f"targets: overhead <= 2 ms p50 -> {worst:.3f} ms {'OK' if worst <= 2 else 'MISSED'}; "
-          f">= 1000 calls/s -> {slowest:.0f} {'OK' if slowest >= 1000 else 'MISSED'}; "
+    mcp_runs = [r for r in runs if r.name.startswith("MCP")]
+    worst = max(r.p50_1conn_ms - direct.p50_1conn_ms for r in mcp_runs)
+    slowest = min(r.rps for r in mcp_runs)
+    print(f"targets (Streamable HTTP, both eras): overhead <= 0.5 ms p50 -> {worst:.3f} ms "
+          f"{'OK' if worst <= 0.5 else 'MISSED'}; >= 2500 calls/s -> {slowest:.0f} "
+          f"{'OK' if slowest >= 2500 else 'MISSED'}; "
           f"tools/list <= 50 ms -> {list_p50:.1f} ms {'OK' if list_p50 <= 50 else 'MISSED'}")
     if "Traceback" in mcp_log:
         print("the MCP server logged errors:\n" + mcp_log[-2000:], file=sys.stderr)

@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from link.component import Component
@@ -45,6 +46,9 @@ class LinkApp:
         self.ready_checks: dict[str, Any] = {}  # name -> callable returning (ok, detail)
         self.extras: dict[str, Any] = {}  # named handles plug-ins share (e.g. "registry")
         self.draining = False
+        # The id the control plane assigned (None until registered); sinks that stamp events follow it.
+        self.gateway_id: str | None = None
+        self._gateway_id_listeners: list[Callable[[str], None]] = []
         for name in plugins:
             importlib.import_module(name).install(self)
 
@@ -57,6 +61,19 @@ class LinkApp:
 
     def set_exchange_sink(self, sink: ExchangeSink) -> None:
         self.exchange_sink = sink
+
+    def on_gateway_id(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(gateway_id)`` whenever the control plane assigns this process's gateway id."""
+        self._gateway_id_listeners.append(listener)
+
+    def set_gateway_id(self, gateway_id: str) -> None:
+        """Record the control plane's id for this pod and tell every listener (metering, snapshots…)."""
+        self.gateway_id = gateway_id
+        for listener in self._gateway_id_listeners:
+            try:
+                listener(gateway_id)
+            except Exception:
+                _log.exception("gateway id listener failed")
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:

@@ -77,6 +77,8 @@ class Exchange:
     decision_id: str = ""
     outcome: Outcome = Outcome.SUCCESS
     reason: str = ""
+    scopes: list[str] = field(default_factory=list)  # the caller's, sorted
+    roles: list[str] = field(default_factory=list)
     # phase or step name -> milliseconds
     timing_ms: dict[str, float] = field(default_factory=dict)
 
@@ -95,15 +97,29 @@ class ExchangeSink(Protocol):
     def offer(self, exchange: Exchange) -> None: ...
 
 
+class DurableOutcomeSink(OutcomeSink, Protocol):
+    """A sink that can make what it was offered survive a crash of the process (see ``commit``)."""
+
+    def commit(self) -> None: ...
+
+
 class OutcomeBus:
     """Fans finished requests out to every registered sink."""
 
     def __init__(self) -> None:
         self._sinks: list[OutcomeSink] = []
+        self._durable: list[DurableOutcomeSink] = []
 
     def add(self, sink: OutcomeSink) -> None:
         self._sinks.append(sink)
+        if callable(getattr(sink, "commit", None)):
+            self._durable.append(sink)  # type: ignore[arg-type]
 
     def offer(self, outcome: RequestOutcome) -> None:
         for sink in self._sinks:
             sink.offer(outcome)
+
+    def commit(self) -> None:
+        """Make everything offered so far durable (one buffered write per sink; not for the request path)."""
+        for sink in self._durable:
+            sink.commit()

@@ -1,6 +1,15 @@
-"""The Prometheus registry every package registers its metrics on, and the data-plane core metrics."""
+"""The Prometheus registry every package registers its metrics on, and the data-plane core metrics.
+
+:func:`bound_histogram` and :func:`bound_counter` give the request path a
+child bound once (label lookup done) whose ``observe``/``inc`` skip
+prometheus_client's per-call checks and its linear bucket scan: same values,
+same exposition, about half the cost per call.
+"""
 
 from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -50,3 +59,41 @@ EXT_PROC_STREAMS = Counter(
     "stoa_link_ext_proc_streams_total", "ext_proc streams handled, by result.", ["result"], registry=REGISTRY
 )
 READY = Gauge("stoa_link_ready", "1 when Link is ready to serve.", registry=REGISTRY)
+
+
+class BoundHistogram:
+    """One histogram child, observed directly (the child's own locked values; binary bucket search)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        # prometheus_client's Histogram child: _upper_bounds (ends with +Inf), _buckets and _sum values.
+        self._bounds = tuple(child._upper_bounds)
+        self._buckets = child._buckets
+        self._sum = child._sum
+
+    def observe(self, amount: float) -> None:
+        """Like ``Histogram.observe``: the first bucket whose bound is >= amount, and the sum."""
+        self._sum.inc(amount)
+        self._buckets[bisect_left(self._bounds, amount)].inc(1)
+
+
+class BoundCounter:
+    """One counter child, incremented directly (its own locked value)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, child: Any) -> None:
+        self._value = child._value
+
+    def inc(self, amount: float = 1) -> None:
+        """Like ``Counter.inc`` for the non-negative amounts the request path counts."""
+        self._value.inc(amount)
+
+
+def bound_histogram(histogram: Histogram, *labels: str) -> BoundHistogram:
+    return BoundHistogram(histogram.labels(*labels) if labels else histogram)
+
+
+def bound_counter(counter: Counter, *labels: str) -> BoundCounter:
+    return BoundCounter(counter.labels(*labels) if labels else counter)

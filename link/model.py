@@ -59,7 +59,7 @@ class Principal:
     roles: frozenset[str] = frozenset()
     claims: dict[str, Any] = field(default_factory=dict)
     issuer: str = ""
-    # Kept only in memory so a tool can pass the caller's token through; never logged.
+    # Kept only in memory, as the subject of a token exchange (mcp_server.exchange); never logged or forwarded.
     token: str = field(default="", repr=False)
     expires_at: float | None = None
 
@@ -91,6 +91,8 @@ class Request:
     body: bytes | None = None
     body_truncated: bool = False
     request_id: str = ""
+    stream_id: str = ""  # Envoy's own id of the request (ext_authz attributes.request.http.id)
+    envoy_time: tuple[int, int] | None = None  # (seconds, nanos) Envoy received the request, when it says
     source_address: str = ""
     source_port: int = 0
     destination_address: str = ""
@@ -112,13 +114,89 @@ class Request:
         return self.request_id
 
 
+HeaderPairs = list[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class PolicyEffects:
+    """What an OPA-Envoy style policy result asks for, kept in the order and form OPA-Envoy sends it.
+
+    Header lists hold one ``(name, value)`` entry per value; the adapters hand them to Envoy with
+    Envoy's default header action, exactly as OPA-Envoy does (upstream headers replace, client
+    headers are appended). ``metadata`` is the policy's ``dynamic_metadata``, passed through.
+    """
+
+    upstream_headers: HeaderPairs = field(default_factory=list)  # allowed: "headers"
+    # allowed: "response_headers_to_add"; refused: "headers"
+    response_headers: HeaderPairs = field(default_factory=list)
+    query_to_set: HeaderPairs = field(default_factory=list)
+    query_to_remove: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """What Link decided about one request and why: one typed record, read by every sink.
+
+    Phases fill what they learn (the rate-limit scope, the contract's verdict …), the response
+    phase adds who the caller was and where the request went. The adapters alone turn it into
+    Envoy's dynamic metadata and back (:mod:`link.decision_metadata`), so nothing else parses
+    metadata keys. Empty strings and ``False`` mean "not set" and are never sent.
+    """
+
+    decision_id: str = ""
+    outcome: str = ""  # an Outcome value
+    reason: str = ""
+    tenant: str = ""
+    consumer: str = ""
+    subject: str = ""
+    credential: str = ""  # a CredentialKind value
+    scopes: tuple[str, ...] = ()  # sorted
+    roles: tuple[str, ...] = ()  # sorted
+    route: str = ""
+    api: str = ""
+    route_template: str = ""
+    tool: str = ""
+    t_link_us: int = 0  # Link's own time on the request (its phases)
+    entry: str = ""  # who asked: "" (ext_authz), "ext_proc" or "mcp"
+    mcp_action: str = ""
+    mcp_transport: str = ""
+    error: str = ""  # a phase that crashed: "<phase>: <exception type>"
+    ratelimit_applied: bool = False
+    ratelimit_backend: str = ""  # "unavailable" when the shared store could not answer
+    ratelimit_scope: str = ""  # the scope whose limit refused the request
+    contract: str = ""
+    contract_version: str = ""
+    contract_mode: str = ""  # "observe" when violations are only recorded
+    contract_violation: str = ""
+    contract_body: str = ""  # "unavailable" when the body could not be checked whole
+    operation_id: str = ""
+    policy_dry_run: str = ""  # what enforcing would have refused ("deny", "request_parse_error")
+    policy_error: str = ""
+    policy_input_error: str = ""
+    policy_undefined: bool = False
+    trace_id: str = ""  # the decision span's trace, when Link traces
+    decision: str = ""  # "allow" | "deny", with the trace
+
+    def merge(self, other: DecisionRecord) -> None:
+        """Take every field ``other`` has set (a later decision about the same request)."""
+        for name in DecisionRecord.__slots__:
+            value = getattr(other, name)
+            if value:
+                setattr(self, name, value)
+
+
 @dataclass(slots=True)
 class Decision:
     """The pipeline's answer.
 
     ``allowed`` requests get ``upstream_headers`` added and ``remove_headers``
     stripped before they leave; refused ones get ``http_status`` and ``body``.
-    ``response_headers`` go to the client either way.
+    ``response_headers`` go to the client either way. ``record`` is Link's own account
+    of the decision (the adapters file it in Envoy's metadata under a prefix of its own, see
+    :mod:`link.decision_metadata`); ``policy`` carries what the policy's result
+    asked for. ``policy_response``: the refusal is the policy's own response
+    (status, headers, body), sent as it is, never dressed in Link's JSON error.
     """
 
     allowed: bool
@@ -131,7 +209,9 @@ class Decision:
     response_headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     content_type: str = "application/json"
-    metadata: dict[str, Any] = field(default_factory=dict)
+    record: DecisionRecord = field(default_factory=DecisionRecord)
+    policy: PolicyEffects | None = None
+    policy_response: bool = False
 
     @classmethod
     def deny(
@@ -161,6 +241,7 @@ class RouteMatch:
     api: str | None = None
     template: str | None = None  # templated path for metering, e.g. /invoices/{id}
     anonymous: bool = False
+    optional_identity: bool = False  # credentials checked when present; none = the anonymous principal
     credentials: tuple[CredentialKind, ...] = ()
     required_scopes: tuple[str, ...] = ()
     rate_limit: str | None = None
@@ -182,6 +263,7 @@ class RequestContext:
     upstream_headers: dict[str, str] = field(default_factory=dict)
     remove_headers: list[str] = field(default_factory=list)
     response_headers: dict[str, str] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    record: DecisionRecord = field(default_factory=DecisionRecord)  # what the phases learned, for the sinks
+    policy: PolicyEffects | None = None
     decision_id: str = ""
     dry_run_denials: list[str] = field(default_factory=list)

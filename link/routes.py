@@ -67,6 +67,7 @@ class RouteTable:
                 api=s.api or s.name,
                 template=s.template or s.prefix,
                 anonymous=s.anonymous,
+                optional_identity=s.optional_identity,
                 credentials=route.credentials,
                 required_scopes=tuple(s.required_scopes),
                 rate_limit=s.rate_limit,

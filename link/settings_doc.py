@@ -41,8 +41,13 @@ def _default(field: Any) -> str:
     return "unset" if value is None else f"`{value!r}`" if not isinstance(value, str) else f"`{value}`"
 
 
+def _env(key: str) -> str:
+    """The variables that set ``key``: its own ``STOA_*`` name, then the platform's (which it wins over)."""
+    names = [ENV_PREFIX + key.replace(".", "_").upper(), *(var for var, k in PLATFORM_ENV.items() if k == key)]
+    return ", ".join(f"`{name}`" for name in dict.fromkeys(names))
+
+
 def render() -> str:
-    platform = {v: k for k, v in PLATFORM_ENV.items()}
     lines = [
         "# Configuration reference",
         "",
@@ -50,22 +55,28 @@ def render() -> str:
         "Precedence: flags > environment > YAML file (`--config`) > defaults. Env: `STOA_<SECTION>_<KEY>`;",
         "flag: `--<section>-<key>` (or `--set section.key=value`). Lists are comma-separated in env and flags.",
         "",
+        "In the environment a `STOA_*` name wins over the platform's own name for the same key (`STOA_MCP_PORT`",
+        "over `GATEWAY_PORT`); an empty platform variable counts as unset, an empty `STOA_*` one clears an",
+        "optional key (or empties a list). Mappings (`ratelimit.tenants`) are YAML or JSON text and merge key by",
+        "key with the file's. A `STOA_*` variable that names no key stops start-up (exit code 2, with the",
+        "nearest known name), except those Kubernetes sets for a Service and the stdio bridge's own (read by",
+        "`stoa-link mcp --stdio`: `STOA_MCP_TOKEN`, `STOA_MCP_CLIENT_ID`, `STOA_MCP_CLIENT_SECRET[_FILE]`,",
+        "`STOA_MCP_ISSUER`, `STOA_MCP_SCOPE`, `STOA_MCP_TOKEN_CACHE`; see docs/mcp-desktop.md).",
+        "",
     ]
     top = _comments(Settings)
     lines += ["## Top level", "", "| key | type | default | env | notes |", "|---|---|---|---|---|"]
     for name, f in Settings.model_fields.items():
         if name in _SECTIONS or name == "routes":
             continue
-        env = platform.get(name, f"{ENV_PREFIX}{name.upper()}")
-        lines.append(f"| `{name}` | {_type(f.annotation)} | {_default(f)} | `{env}` | {top.get(name, '')} |")
+        lines.append(f"| `{name}` | {_type(f.annotation)} | {_default(f)} | {_env(name)} | {top.get(name, '')} |")
     for name, section in _SECTIONS.items():
         doc = (section.__doc__ or "").strip().splitlines()[0] if section.__doc__ else ""
         lines += ["", f"## `{name}`", "", doc, "", "| key | type | default | env | notes |", "|---|---|---|---|---|"]
         notes = _comments(section)
         for sub, f in section.model_fields.items():
             key = f"{name}.{sub}"
-            env = platform.get(key, f"{ENV_PREFIX}{name.upper()}_{sub.upper()}")
-            lines.append(f"| `{key}` | {_type(f.annotation)} | {_default(f)} | `{env}` | {notes.get(sub, '')} |")
+            lines.append(f"| `{key}` | {_type(f.annotation)} | {_default(f)} | {_env(key)} | {notes.get(sub, '')} |")
     lines += ["", "## `routes`", "", "A list of data-plane routes (YAML file only); each entry:", "",
               "| key | type | default | notes |", "|---|---|---|---|"]
     from link.settings import RouteSettings

@@ -6,6 +6,18 @@ without credentials is anonymous and may use the public tenants' tools; when
 there are none, or the credentials are bad, the answer is 401 with
 ``WWW-Authenticate: Bearer resource_metadata="…", scope="…"`` so MCP clients
 can discover the authorization server (RFC 9728 metadata, served here).
+
+Audience binding (MCP authorization, RFC 8707): a bearer token is accepted
+only when its ``aud`` names this MCP server's resource URL. Tokens a trusted
+issuer minted for other APIs, or with no audience, are refused 401; the
+data plane's ``identity.audiences`` never stand in for the resource. The
+resource is ``mcp.resource_url``, or, when that is unset and the Host header
+is checked against ``mcp.allowed_hosts`` (loopback by default), the URL the
+client used: ``{scheme}://{Host}/mcp``, with the Host's port required to be
+the port the server listens on (so a token for another local server is not
+replayable here by naming that server's port). When Host is not checked the
+Host is the client's to choose, so a derived resource would bind nothing:
+the settings refuse to start with OAuth on and no ``mcp.resource_url``.
 """
 
 from __future__ import annotations
@@ -22,12 +34,14 @@ from link.model import (
     ANONYMOUS,
     CredentialKind,
     Decision,
+    DecisionRecord,
     Outcome,
     Principal,
     Request,
     RequestContext,
     RouteMatch,
 )
+from link.settings import host_is_checked
 
 if TYPE_CHECKING:
     from link.app import LinkApp
@@ -46,10 +60,34 @@ class AuthResult:
 def _aud_values(claims: Mapping[str, Any]) -> set[str]:
     aud = claims.get("aud")
     if isinstance(aud, str):
-        return {aud}
+        return {_canonical(aud)}
     if isinstance(aud, list):
-        return {a for a in aud if isinstance(a, str)}
+        return {_canonical(a) for a in aud if isinstance(a, str)}
     return set()
+
+
+def _canonical(url: str) -> str:
+    """Resource URLs compare exactly, but for a trailing slash (``…/mcp`` = ``…/mcp/``)."""
+    return url.rstrip("/") if url.count("/") > 2 else url
+
+
+def _port_of(host: str, scheme: str) -> int | None:
+    """The port a Host header names (its scheme's default when none; None when malformed)."""
+    if host.startswith("["):  # an IPv6 literal: [::1]:3001
+        rest = host[host.find("]") + 1:]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        port = host.rpartition(":")[2] if ":" in host else ""
+    if not port:
+        return 443 if scheme == "https" else 80
+    return int(port) if port.isdigit() else None
+
+
+def _wrong_audience(description: str) -> Decision:
+    return Decision.deny(
+        401, Outcome.UNAUTHENTICATED, "wrong_audience", description,
+        {"www-authenticate": f'Bearer error="invalid_token", error_description="{description}"'},
+    )
 
 
 class CallerAuthenticator:
@@ -57,17 +95,18 @@ class CallerAuthenticator:
 
     def __init__(self, app: LinkApp) -> None:
         s = app.settings
-        self._identity = app.pipeline.phase("identity")
+        self._pipeline = app.pipeline
         self._mcp = s.mcp
         self._public = bool(s.mcp.public_tenants)
         self._credential_headers = {"authorization", s.identity.api_key_header.lower()}
         if s.identity.mtls_trust_xfcc:
             self._credential_headers.add("x-forwarded-client-cert")
-        self._audiences = set(s.identity.audiences)
-        if s.mcp.resource_url:
-            self._audiences.add(s.mcp.resource_url)
-            self._audiences.add(s.mcp.resource_url.rstrip("/"))
+        self._resource = _canonical(s.mcp.resource_url) if s.mcp.resource_url else None
+        # Deriving the resource from Host is sound only when Host is one of ours (see the module doc).
+        self._derive = self._resource is None and host_is_checked(s.mcp)
         self._scopes = tuple(s.mcp.required_scopes)
+        # MCP traffic is not routed by settings.routes: the endpoint is its own route (docs/adr/0019).
+        self._route = RouteMatch(name="mcp", api="mcp", template="/mcp", required_scopes=self._scopes)
         servers = list(s.mcp.authorization_servers)
         if not servers and s.identity.keycloak_url:
             servers = [f"{s.identity.keycloak_url.rstrip('/')}/realms/{s.identity.keycloak_realm}"]
@@ -78,8 +117,18 @@ class CallerAuthenticator:
     def has_credentials(self, headers: Mapping[str, str]) -> bool:
         return any(h in headers for h in self._credential_headers)
 
-    async def authenticate(self, request: Request) -> AuthResult:
-        """The caller's principal, or the refusal to answer with."""
+    def resource_for(self, scheme: str, host: str, server_port: int | None) -> str | None:
+        """This server's resource URL as seen by one request (None: it cannot be known safely)."""
+        if self._resource is not None:
+            return self._resource
+        if not self._derive or not host:
+            return None
+        if server_port is not None and _port_of(host, scheme) != server_port:
+            return None  # the client names another server's port: nothing here was issued for that
+        return f"{scheme}://{host.lower()}/mcp"
+
+    async def authenticate(self, request: Request, resource: str | None = None) -> AuthResult:
+        """The caller's principal, or the refusal to answer with; ``resource`` is :meth:`resource_for`'s."""
         if not self.has_credentials(request.headers):
             if self._public:
                 return AuthResult(principal=ANONYMOUS)
@@ -87,25 +136,17 @@ class CallerAuthenticator:
                 401, Outcome.UNAUTHENTICATED, "missing_credentials", "credentials required",
                 {"www-authenticate": "Bearer"},
             ))
-        if self._identity is None:
-            return AuthResult(refusal=Decision.deny(
-                503, Outcome.ERROR, "no_identity", "identity is not configured"))
-        ctx = RequestContext(
-            request=request,
-            route=RouteMatch(name="mcp", api="mcp", template="/mcp", required_scopes=self._scopes),
-            metadata={"entry": "mcp", "mcp_action": "connect"},
-        )
-        refusal = await self._identity(ctx)
-        if refusal is not None:
-            return AuthResult(refusal=refusal)
-        principal = ctx.principal
-        if (principal.kind is CredentialKind.JWT and self._mcp.resource_url
-                and not _aud_values(principal.claims) & self._audiences):
+        ctx = RequestContext(request=request, record=DecisionRecord(entry="mcp", mcp_action="connect"))
+        identified = await self._pipeline.identify(request, self._route, ctx)
+        if identified.principal is None:
+            return AuthResult(refusal=identified.refusal)
+        principal = identified.principal
+        if principal.kind is CredentialKind.JWT:
             # MCP authorization: a token must have been issued for this resource (RFC 8707).
-            return AuthResult(refusal=Decision.deny(
-                401, Outcome.UNAUTHENTICATED, "wrong_audience", "token audience is not this resource",
-                {"www-authenticate": 'Bearer error="invalid_token", error_description="wrong audience"'},
-            ))
+            if resource is None:
+                return AuthResult(refusal=_wrong_audience("this server's resource URL is not configured"))
+            if _canonical(resource) not in _aud_values(principal.claims):
+                return AuthResult(refusal=_wrong_audience("token audience is not this resource"))
         return AuthResult(principal=principal)
 
     # -- resource metadata -------------------------------------------------------

@@ -19,6 +19,7 @@ from jsonschema.protocols import Validator
 
 from link.registry import ToolRegistry
 from link.registry.model import Tool, thaw
+from mcp_server.argcheck import quick_check
 from mcp_server.listing import sieve_tool, sieve_tools
 
 __all__ = ["CatalogEntry", "InvalidArguments", "ToolCatalog", "describe"]
@@ -71,6 +72,7 @@ class CatalogEntry:
     tool: Tool
     wire: dict[str, Any]
     _validator: Validator | None = field(default=None, repr=False)
+    _quick: Any = field(default=None, repr=False)  # argcheck.quick_check's predicate, False: none
     _sieved: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def for_version(self, version: str) -> dict[str, Any]:
@@ -82,6 +84,10 @@ class CatalogEntry:
 
     def validate(self, arguments: Mapping[str, Any]) -> None:
         """Raise :class:`InvalidArguments` naming the first offending field."""
+        if self._quick is None:
+            self._quick = quick_check(self.wire["inputSchema"]) or False
+        if self._quick is not False and self._quick(arguments):
+            return  # certainly valid; jsonschema judges everything else
         if self._validator is None:
             schema = self.wire["inputSchema"]
             cls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)

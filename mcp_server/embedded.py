@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from types import TracebackType
 
 import uvicorn
 
 from link.app import LinkApp
+from link.listen import bind_tcp
 from link.settings import Settings
 from mcp_server.app import McpParts, build_asgi, build_parts
 
@@ -35,6 +37,15 @@ class EmbeddedMcpServer:
         self._task: asyncio.Task[None] | None = None
         self.port = 0
         self._app_started = False
+        self._socket: socket.socket | None = None
+
+    def bind(self) -> None:
+        """Take the MCP port now (a busy port fails here, before anything starts); idempotent."""
+        if self._socket is None:
+            mcp = self.settings.mcp
+            host = f"[{mcp.host}]" if ":" in mcp.host else mcp.host
+            self._socket = bind_tcp(f"{host}:{mcp.port}", "mcp.port")
+            self.port = int(self._socket.getsockname()[1])
 
     @property
     def base_url(self) -> str:
@@ -46,6 +57,8 @@ class EmbeddedMcpServer:
         return self.base_url + "/mcp"
 
     async def start(self) -> None:
+        self.bind()
+        assert self._socket is not None
         if self._own_app:
             await self.app.start()
             self._app_started = True
@@ -58,7 +71,7 @@ class EmbeddedMcpServer:
         # The embedding process owns signals.
         server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self._server = server
-        self._task = asyncio.create_task(server.serve(), name="mcp-http")
+        self._task = asyncio.create_task(server.serve(sockets=[self._socket]), name="mcp-http")
         deadline = asyncio.get_running_loop().time() + self._timeout
         while not server.started:
             if self._task.done():
@@ -67,8 +80,6 @@ class EmbeddedMcpServer:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"the MCP server did not start within {self._timeout}s")
             await asyncio.sleep(0.01)
-        sockets = [s for srv in getattr(server, "servers", []) for s in (srv.sockets or ())]
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self.settings.mcp.port
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
@@ -84,6 +95,9 @@ class EmbeddedMcpServer:
                     await self._task
         self._server = None
         self._task = None
+        if self._socket is not None:
+            self._socket.close()  # uvicorn closed its listener; this is our handle on the same socket
+            self._socket = None
         if self._own_app and self._app_started:
             self._app_started = False
             await self.app.stop()

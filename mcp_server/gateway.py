@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from link.events import RequestOutcome
+from link import jsonsafe
+from link.jsonsafe import DEFAULT_MAX_DEPTH
 from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext, RouteMatch
+from link.outcomes import request_outcome, unknown_entry_outcome
 from link.registry import Tool, ToolRegistry
 from link.telemetry.propagation import trace_id_of
 from mcp_server.catalog import CatalogEntry, InvalidArguments, ToolCatalog
@@ -85,8 +87,12 @@ def _is_json(content_type: str) -> bool:
     return ct == "application/json" or ct.endswith("+json")
 
 
-def result_from_upstream(tool: Tool, resp: UpstreamResponse) -> ToolResult:
-    """Map an HTTP answer to MCP content: JSON as text plus structuredContent; 4xx/5xx -> isError."""
+def result_from_upstream(tool: Tool, resp: UpstreamResponse, max_depth: int = DEFAULT_MAX_DEPTH) -> ToolResult:
+    """Map an HTTP answer to MCP content: JSON as text plus structuredContent; 4xx/5xx -> isError.
+
+    The answer is untrusted: JSON the bounded loader refuses (too deep, duplicate keys, NaN …) is
+    passed on as text only, never as structured content.
+    """
     is_error = resp.status >= 400
     ct = resp.content_type.split(";", 1)[0].strip().lower()
     content: list[dict[str, Any]]
@@ -100,8 +106,9 @@ def result_from_upstream(tool: Tool, resp: UpstreamResponse) -> ToolResult:
         parsed: Any = None
         if _is_json(resp.content_type) and resp.body:
             try:
-                parsed = json.loads(resp.body)
-            except ValueError:
+                parsed = jsonsafe.loads(resp.body, max_depth=max_depth, max_bytes=len(resp.body),
+                                        reject_duplicate_keys=True)
+            except jsonsafe.JsonRefused:
                 parsed = None
         if is_error:
             structured = {"status": resp.status, "error": parsed if parsed is not None else text}
@@ -191,8 +198,8 @@ class ToolGateway:
             entries = self._catalog.tenant_entries(tenants[0])
         else:
             entries = [e for tenant in tenants for e in self._catalog.tenant_entries(tenant)]
-        policy = self._app.pipeline.phase("policy")
-        if policy is None or not entries:
+        pipeline = self._app.pipeline
+        if not pipeline.authorizes or not entries:
             TOOL_LISTS.labels("none").inc()
             return entries
         key = (_principal_key(caller.principal), self._registry.version)
@@ -202,15 +209,8 @@ class ToolGateway:
             TOOL_LISTS.labels("hit").inc()
             return hit[1]
         TOOL_LISTS.labels("miss").inc()
-        visible: list[CatalogEntry] = []
-        for entry in entries:
-            ctx = self._context(caller, entry.tool, None, action="list")
-            try:
-                refused = await policy(ctx)
-            except Exception:  # a failing policy hides the tool rather than failing the list
-                refused = Decision(allowed=False)
-            if refused is None:
-                visible.append(entry)
+        visible = [e for e in entries
+                   if await pipeline.permits(self._context(caller, e.tool, None, action="list"), caller.principal)]
         if self._settings.list_cache_ttl_s > 0:
             self._list_cache[key] = (now + self._settings.list_cache_ttl_s, visible)
             while len(self._list_cache) > _LIST_CACHE_MAX:
@@ -254,12 +254,9 @@ class ToolGateway:
     ) -> RequestContext:
         request = self._request(caller, tool, tool.name, arguments, action)
         ctx = RequestContext(request=request, route=self._route(tool))
-        ctx.metadata["entry"] = "mcp"
-        ctx.metadata["mcp_action"] = action
-        ctx.metadata["mcp_transport"] = caller.transport
-        if action == "list":
-            # Listing evaluates policy only; the verified principal is already known.
-            ctx.principal = caller.principal
+        ctx.record.entry = "mcp"
+        ctx.record.mcp_action = action
+        ctx.record.mcp_transport = caller.transport
         return ctx
 
     async def call(self, caller: Caller, name: str, arguments: Mapping[str, Any] | None) -> ToolResult:
@@ -273,7 +270,9 @@ class ToolGateway:
             raise UnknownTool(name)
         tool = entry.tool
         ctx = self._context(caller, tool, args, action="call")
-        run = await self._app.pipeline.run(ctx.request, ctx)
+        route = ctx.route or self._route(tool)
+        # The HTTP layer authenticated the caller; the pipeline admits it under the tool's route.
+        run = await self._app.pipeline.run_with_principal(ctx.request, caller.principal, route, ctx)
         decision = run.decision
         if not decision.allowed:
             result = error_result(decision.message or decision.reason or "refused", decision.http_status,
@@ -318,7 +317,7 @@ class ToolGateway:
             return error_result(f"invalid arguments: {exc}", 400, "invalid_params")
         except UpstreamError as exc:
             return error_result(str(exc), exc.status, exc.kind)
-        return result_from_upstream(tool, resp)
+        return result_from_upstream(tool, resp, self._settings.max_json_depth)
 
     # -- metering -----------------------------------------------------------------
     def _meter(
@@ -326,43 +325,32 @@ class ToolGateway:
         args: Mapping[str, Any], started: float, t0: float,
     ) -> None:
         total_s = time.perf_counter() - t0
-        meta = decision.metadata
-        scopes = meta.get("scopes", "")
-        roles = meta.get("roles", "")
-        if not decision.allowed:
-            reason = decision.reason
-        else:
-            reason = result.reason
-        event = RequestOutcome(
+        reason = decision.reason if not decision.allowed else result.reason
+        route = ctx.route
+        event = request_outcome(
+            decision.record,
             request_id=ctx.request.request_id,
             timestamp=started,
             method="POST",
             path=ctx.request.path,
             http_status=result.status,
             outcome=outcome,
-            decision_id=str(meta.get("decision_id", "")),
+            source="mcp",
+            # The decision's span when Link traces (it continues the caller's trace), else the caller's trace.
+            trace_id=_trace_id(caller.headers),
             reason=reason,
-            tenant=str(meta.get("tenant", "")) or (ctx.route.tenant or "" if ctx.route else ""),
-            consumer=str(meta.get("consumer", "")),
-            subject=str(meta.get("subject", "")),
-            credential=str(meta.get("credential", "")),
-            route=str(meta.get("route", "")),
-            route_template=str(meta.get("route_template", "")),
-            api=str(meta.get("api", "")),
+            tenant=decision.record.tenant or (route.tenant or "" if route else ""),
             tool=ctx.request.tool_name or "",
-            scopes=scopes.split() if isinstance(scopes, str) else list(scopes),
-            roles=roles.split() if isinstance(roles, str) else list(roles),
             latency_ms=total_s * 1000.0,
             t_gateway_ms=max(0.0, total_s - result.backend_s) * 1000.0,
             t_backend_ms=result.backend_s * 1000.0,
             t_link_ms=sum(ctx.timings_ns.values()) / 1e6,
             request_size_bytes=_request_size(caller, args),
             response_size_bytes=result.response_bytes,
-            trace_id=_trace_id(caller.headers),
-            source="mcp",
         )
         self._app.bus.offer(event)
-        _count(caller.transport, outcome, total_s)
+        tool = ctx.route.name if ctx.route is not None else ""
+        _count(caller.transport, outcome, event.tenant, tool, total_s)
 
     def _meter_unknown(
         self, caller: Caller, name: str, args: Mapping[str, Any], started: float, t0: float
@@ -370,26 +358,26 @@ class ToolGateway:
         p = caller.principal
         total_s = time.perf_counter() - t0
         request = self._request(caller, None, name, args)
-        self._app.bus.offer(RequestOutcome(
-            request_id=request.request_id, timestamp=started, method="POST", path=request.path,
-            http_status=404, outcome=Outcome.NOT_FOUND, reason="unknown_tool", tenant=p.tenant,
-            consumer=p.consumer, subject=p.subject, credential=p.kind.value, tool=name,
-            scopes=sorted(p.scopes), roles=sorted(p.roles), latency_ms=total_s * 1000.0,
-            t_gateway_ms=total_s * 1000.0, request_size_bytes=_request_size(caller, args),
-            trace_id=_trace_id(caller.headers), source="mcp",
+        self._app.bus.offer(unknown_entry_outcome(
+            p, request_id=request.request_id, timestamp=started, path=request.path, reason="unknown_tool",
+            name=name, latency_ms=total_s * 1000.0, request_size_bytes=_request_size(caller, args),
+            trace_id=_trace_id(caller.headers),
         ))
-        _count(caller.transport, Outcome.NOT_FOUND, None)
+        # The name is the caller's, not the registry's: never a label value.
+        _count(caller.transport, Outcome.NOT_FOUND, p.tenant, "", None)
 
 
-_CHILDREN: dict[tuple[str, Outcome], tuple[Any, Any]] = {}
+_CHILDREN: dict[tuple[str, Outcome, str, str], tuple[Any, Any]] = {}
 
 
-def _count(transport: str, outcome: Outcome, seconds: float | None) -> None:
+def _count(transport: str, outcome: Outcome, tenant: str, tool: str, seconds: float | None) -> None:
     """Count a call (label lookups are cached: they cost more than the increment)."""
-    children = _CHILDREN.get((transport, outcome))
+    key = (transport, outcome, tenant, tool)
+    children = _CHILDREN.get(key)
     if children is None:
-        children = _CHILDREN[(transport, outcome)] = (
-            TOOL_CALLS.labels(transport, outcome.value), TOOL_CALL_SECONDS.labels(outcome.value))
+        children = _CHILDREN[key] = (
+            TOOL_CALLS.labels(transport, outcome.value, tenant, tool),
+            TOOL_CALL_SECONDS.labels(outcome.value, tenant, tool))
     children[0].inc()
     if seconds is not None:
         children[1].observe(seconds)

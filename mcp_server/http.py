@@ -10,18 +10,18 @@ answered 401 here too, so MCP clients learn they need a token.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from link.headers import fold_headers
 from link.model import CredentialKind, Decision, Outcome, Principal, Request
 from mcp_server.auth import CallerAuthenticator
+from mcp_server.bodies import parsed_body
 from mcp_server.gateway import Caller, ToolGateway
 from mcp_server.server import CALLER_SCOPE_KEY, CURRENT_CALLER
 
@@ -39,12 +39,7 @@ def transport_of(path: str) -> str:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in scope["headers"]:
-        name = k.decode("latin-1").lower()
-        value = v.decode("latin-1")
-        out[name] = f"{out[name]},{value}" if name in out else value
-    return out
+    return fold_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
 
 
 def _called_tools(message: Any) -> Iterable[str]:
@@ -72,13 +67,10 @@ def _as_sdk_user(p: Principal) -> AuthenticatedUser:
 class CallerMiddleware:
     """ASGI middleware authenticating every request under ``/mcp``."""
 
-    def __init__(
-        self, app: ASGIApp, auth: CallerAuthenticator, gateway: ToolGateway, max_body_bytes: int
-    ) -> None:
+    def __init__(self, app: ASGIApp, auth: CallerAuthenticator, gateway: ToolGateway) -> None:
         self.app = app
         self._auth = auth
         self._gateway = gateway
-        self._max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -95,23 +87,21 @@ class CallerMiddleware:
             host=host, scheme=scheme, source_address=str(client[0]), source_port=int(client[1] or 0),
             request_id=headers.get("x-request-id", ""), context={"entry": "mcp"},
         )
-        result = await self._auth.authenticate(request)
+        server = scope.get("server")
+        resource = self._auth.resource_for(scheme, host, int(server[1]) if server and server[1] else None)
+        result = await self._auth.authenticate(request, resource)
         if result.refusal is not None or result.principal is None:
             refusal = result.refusal or Decision.deny(401, Outcome.UNAUTHENTICATED, "unauthenticated", "")
             await self._auth.refusal_response(refusal, base_url, request.request_id)(scope, receive, send)
             return
         principal = result.principal
         if principal.kind is CredentialKind.ANONYMOUS and scope["method"] == "POST":
-            refused, replaying = await self._anonymous_call_check(path, receive)
+            refused = self._anonymous_call_check(path, scope)
             if refused is not None:
                 challenge = Decision.deny(401, Outcome.UNAUTHENTICATED, "missing_credentials",
                                           f"tool {refused!r} needs a token", {"www-authenticate": "Bearer"})
                 await self._auth.refusal_response(challenge, base_url)(scope, receive, send)
                 return
-            if replaying is None:
-                await JSONResponse({"error": "request body too large"}, status_code=413)(scope, _empty, send)
-                return
-            receive = replaying
         caller = Caller(
             principal=principal, headers=headers, transport=transport_of(path), host=host, scheme=scheme,
             source_address=request.source_address, source_port=request.source_port,
@@ -126,44 +116,20 @@ class CallerMiddleware:
         finally:
             CURRENT_CALLER.reset(token)
 
-    async def _anonymous_call_check(self, path: str, receive: Receive) -> tuple[str | None, Receive | None]:
-        """For an anonymous POST: the non-public tool it calls (or None), and a body-replaying receive."""
+    def _anonymous_call_check(self, path: str, scope: Scope) -> str | None:
+        """For an anonymous POST: the non-public tool it calls, if any.
+
+        The body was read and parsed by :class:`~mcp_server.bodies.BoundedBody` (bounded, duplicate
+        keys refused), so the tool name seen here is the one the SDK will dispatch.
+        """
         if path.startswith(REST_PREFIX + "/"):
             name = path[len(REST_PREFIX) + 1:]
-            return (None if self._gateway.public_tool_exists(name) else name), receive
+            return None if self._gateway.public_tool_exists(name) else name
         if path.startswith(REST_PREFIX):
-            return None, receive
-        body = bytearray()
-        messages: list[Message] = []
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            body += message.get("body", b"")
-            if len(body) > self._max_body:
-                return None, None
-            if not message.get("more_body", False):
-                break
-        replay: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
-        replay += [m for m in messages if m["type"] != "http.request"]
-
-        async def replaying() -> Message:
-            if replay:
-                return replay.pop(0)
-            return await receive()
-
-        if b"tools/call" not in body:
-            return None, replaying  # nothing is called: no need to parse
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return None, replaying  # the transport answers the parse error itself
-        for name in _called_tools(parsed):
+            return None
+        for name in _called_tools(parsed_body(scope)):
             if not self._gateway.public_tool_exists(name):
-                return name, replaying
-        return None, replaying
+                return name
+        return None
 
 
-async def _empty() -> Message:
-    return {"type": "http.disconnect"}

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from link.heap import freeze_start_up_heap
 from link.settings import Settings
 from mcp_server.embedded import EmbeddedMcpServer
 
@@ -15,7 +16,7 @@ __all__ = ["serve", "serve_async"]
 _log = logging.getLogger("stoa.mcp")
 
 
-async def serve_async(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def serve_async(settings: Settings, stop: asyncio.Event | None = None, *, freeze_heap: bool = False) -> None:
     """Start a LinkApp and the MCP server on ``mcp.host:mcp.port``; stop on ``stop`` or SIGTERM/SIGINT."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -23,6 +24,8 @@ async def serve_async(settings: Settings, stop: asyncio.Event | None = None) -> 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     async with EmbeddedMcpServer(settings) as mcp:
+        if freeze_heap:  # the process is this server's alone (link/heap.py)
+            freeze_start_up_heap()
         _log.info("STOA Link MCP server on %s (Streamable HTTP), %s/mcp/sse (SSE), %s/mcp/v1/tools (REST)",
                   mcp.url, mcp.base_url, mcp.base_url)
         serving = asyncio.create_task(mcp.wait())
@@ -41,6 +44,6 @@ def serve(settings: Settings) -> None:
     try:
         import uvloop
 
-        uvloop.run(serve_async(settings))
+        uvloop.run(serve_async(settings, freeze_heap=True))
     except ImportError:
-        asyncio.run(serve_async(settings))
+        asyncio.run(serve_async(settings, freeze_heap=True))

@@ -6,16 +6,17 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from link.metrics import LATENCY_BUCKETS, REGISTRY
 
+# Tool and tenant come from the registry (an unknown tool is counted as tool=""), so both stay bounded.
 TOOL_CALLS = Counter(
     "stoa_link_mcp_tool_calls_total",
-    "MCP tool calls, by transport and outcome.",
-    ["transport", "outcome"],
+    "MCP tool calls, by transport, outcome (success = answered without error), tenant and tool.",
+    ["transport", "outcome", "tenant", "tool"],
     registry=REGISTRY,
 )
 TOOL_CALL_SECONDS = Histogram(
     "stoa_link_mcp_tool_call_seconds",
-    "Time to answer one tool call, upstream included.",
-    ["outcome"],
+    "Time to answer one tool call, upstream included, by outcome, tenant and tool.",
+    ["outcome", "tenant", "tool"],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )

@@ -45,6 +45,7 @@ class ListChangedNotifier:
         self._pending: asyncio.Task[None] | None = None
         self._unsubscribe: Any = None
         self.sent = 0  # notifications fanned out (for tests and the admin view)
+        self._notified_version = registry.version
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -103,6 +104,8 @@ class ListChangedNotifier:
 
     async def _fan_out(self) -> None:
         await asyncio.sleep(self._debounce)
+        if self._registry.version == self._notified_version:
+            return  # a change of resources or prompts only (see mcp_server.content_notify)
         await self.notify_now()
 
     async def notify_now(self) -> None:
@@ -113,4 +116,5 @@ class ListChangedNotifier:
             except Exception:  # advisory: a broken stream must not stop the others
                 _log.debug("list_changed not delivered", exc_info=True)
         await self.bus.publish(ToolsListChanged())
+        self._notified_version = self._registry.version
         self.sent += 1

@@ -9,7 +9,6 @@ pipeline's status (401 with the OAuth challenge, 403, 429 …).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcp_server.auth import CallerAuthenticator
+from mcp_server.bodies import parsed_body
 from mcp_server.catalog import InvalidArguments
 from mcp_server.gateway import Caller, ToolGateway, UnknownTool
 from mcp_server.server import CALLER_SCOPE_KEY
@@ -24,10 +24,10 @@ from mcp_server.server import CALLER_SCOPE_KEY
 __all__ = ["rest_routes"]
 
 
-def _arguments(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
+def _arguments(body: Any) -> dict[str, Any]:
+    """The call's arguments from the body :class:`~mcp_server.bodies.BoundedBody` parsed."""
+    if body is None:
         return {}
-    body = json.loads(raw)
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object of arguments")
     if set(body) <= {"arguments", "_meta"} and isinstance(body.get("arguments"), dict):
@@ -44,7 +44,7 @@ def rest_routes(gateway: ToolGateway, auth: CallerAuthenticator) -> list[Route]:
         caller: Caller = request.scope[CALLER_SCOPE_KEY]
         name = request.path_params["name"]
         try:
-            arguments = _arguments(await request.body())
+            arguments = _arguments(parsed_body(request.scope))
         except ValueError as exc:
             return JSONResponse({"error": "invalid_request", "message": str(exc)}, status_code=400)
         try:

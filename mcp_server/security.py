@@ -6,6 +6,17 @@ attacker's Host (after DNS rebinding) or Origin; both are checked against
 Patterns end in ``:*`` for any port; ``*`` alone allows everything (for
 deployments behind a proxy that checks hosts itself).
 
+Origins: MCP clients that are not browsers send no ``Origin``; every browser
+request does (fetch POSTs, EventSource with CORS). So the default list is
+empty: a present ``Origin`` must be configured, compared exactly after
+lower-casing (``null``, ``file://``, other ports, ``localhost.`` and IPv6
+loopback are all different origins), or be this server's own origin
+(same-origin: ``{scheme}://{Host}`` with the port the server listens on),
+which is trusted only while Host itself is checked: DNS rebinding makes an
+attacker's page same-origin with the attacker's Host name, and that Host is
+refused first. Any other local web app on ``127.0.0.1:*`` used to be let in;
+it is not any more.
+
 DNS rebinding targets servers on loopback. A server bound to another address
 (in a cluster, reached by service names) with ``allowed_hosts`` left at its
 loopback default checks Origin only, like the SDK's own transports.
@@ -18,7 +29,7 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["LOOPBACK_HOSTS", "HostOriginGuard", "host_check_needed", "matches"]
+__all__ = ["LOOPBACK_HOSTS", "HostOriginGuard", "host_check_needed", "matches", "origin_allowed"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -38,6 +49,22 @@ def matches(value: str, patterns: Sequence[str]) -> bool:
             if value.startswith(base + ":") and value[len(base) + 1:].isdigit():
                 return True
     return False
+
+
+def origin_allowed(origin: str, patterns: Sequence[str]) -> bool:
+    """An ``Origin`` value against the configured origins (scheme and host are case-insensitive)."""
+    return matches(origin.strip().lower(), [p.lower() for p in patterns])
+
+
+def _same_origin(origin: str, scope: Scope, host: str | None) -> bool:
+    """The request comes from a page of this very server (its scheme, Host and listening port)."""
+    server = scope.get("server")
+    if host is None or not server or not server[1]:
+        return False
+    name, sep, port = host.rpartition(":")
+    if not sep or not name or not port.isdigit() or int(port) != int(server[1]):
+        return False
+    return origin.strip().lower() == f"{scope.get('scheme', 'http')}://{host}".lower()
 
 
 class HostOriginGuard:
@@ -66,7 +93,8 @@ class HostOriginGuard:
             await _refuse(send, 421, "invalid Host header")
             return
         # Origin is absent on non-browser requests; a present one must be ours.
-        if origin is not None and not matches(origin, self._origins):
+        if origin is not None and not origin_allowed(origin, self._origins) \
+                and not (self._check_hosts and _same_origin(origin, scope, host)):
             await _refuse(send, 403, "invalid Origin header")
             return
         await self.app(scope, receive, send)

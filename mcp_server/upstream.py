@@ -25,7 +25,8 @@ import httpx
 
 from link.model import Principal
 from link.registry.model import Tool, endpoint_placeholders
-from mcp_server.http1 import Http1Pool, ResponseTooLarge
+from mcp_server.exchange import TokenExchangeError, TokenExchanger
+from mcp_server.http1 import Http1Pool, PoolFull, ResponseTooLarge
 from mcp_server.secrets import SERVICE_ACCOUNT_TOKEN, SecretError, SecretStore
 
 __all__ = ["ArgumentError", "HttpToolInvoker", "UpstreamError", "UpstreamResponse", "build_request"]
@@ -49,7 +50,7 @@ class UpstreamError(Exception):
 
     def __init__(self, kind: str, message: str, status: int) -> None:
         super().__init__(message)
-        self.kind = kind  # timeout | connect | secret | too_large | protocol
+        self.kind = kind  # timeout | connect | busy | secret | too_large | protocol | token_exchange_*
         self.status = status
 
 
@@ -132,8 +133,10 @@ class HttpToolInvoker:
         max_connections: int = 200,
         max_response_bytes: int = 4 << 20,
         transport: httpx.AsyncBaseTransport | None = None,
+        exchanger: TokenExchanger | None = None,
     ) -> None:
         self._secrets = secrets
+        self._exchanger = exchanger
         self._max_response = max_response_bytes
         self._limits = httpx.Limits(max_connections=max_connections,
                                     max_keepalive_connections=max_connections)
@@ -196,8 +199,7 @@ class HttpToolInvoker:
             token = (self._secrets.read(auth.secret_ref) if auth.secret_ref
                      else self._secrets.read_file(Path(SERVICE_ACCOUNT_TOKEN), "service account token"))
             out[auth.header_name or "authorization"] = "Bearer " + token
-        if auth.passthrough_user_token and principal.token:
-            out["authorization"] = "Bearer " + principal.token
+        # The caller's own token is never forwarded (MCP authorization): see mcp_server.exchange.
         return out
 
     async def invoke(
@@ -213,6 +215,14 @@ class HttpToolInvoker:
             client = self._client_for(tool)
         except SecretError as exc:
             raise UpstreamError("secret", str(exc), 500) from None
+        exchange = tool.auth.token_exchange
+        if exchange is not None:
+            if self._exchanger is None:
+                raise UpstreamError("token_exchange_unconfigured", "token exchange is not available", 502)
+            try:
+                auth[exchange.header_name] = "Bearer " + await self._exchanger.token_for(principal, exchange)
+            except TokenExchangeError as exc:
+                raise UpstreamError(exc.kind, str(exc), exc.status) from None
         prepared = build_request(tool, arguments, upstream_headers, auth)
         pool = self._fast_path(tool)
         start = time.perf_counter()
@@ -236,6 +246,8 @@ class HttpToolInvoker:
                     finally:
                         await response.aclose()
                     status, content_type = response.status_code, response.headers.get("content-type", "")
+        except PoolFull as exc:
+            raise UpstreamError("busy", f"the upstream is busy ({exc})", 503) from None
         except ResponseTooLarge:
             raise UpstreamError("too_large", f"the upstream answer is larger than {self._max_response} bytes",
                                 502) from None
@@ -262,6 +274,8 @@ class HttpToolInvoker:
         return bytes(chunks)
 
     async def aclose(self) -> None:
+        if self._exchanger is not None:
+            await self._exchanger.aclose()
         if self._pool is not None:
             self._pool.close()
             self._pool = None

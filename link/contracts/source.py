@@ -100,7 +100,8 @@ def iter_files(paths: list[str], suffixes: tuple[str, ...]) -> Iterator[str]:
             for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
-                    if name.endswith(suffixes) and not name.startswith("."):
+                    # Shadow mode's drafts (*.draft.yaml) are never enforced: only promoted copies are.
+                    if name.endswith(suffixes) and not name.startswith(".") and not name.endswith(".draft.yaml"):
                         yield os.path.join(dirpath, name)
         else:
             yield path

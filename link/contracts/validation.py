@@ -22,6 +22,8 @@ from jsonschema import validators as js_validators
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.protocols import Validator
 
+from link import jsonsafe
+from link.contracts.fastcheck import Check, compile_check
 from link.contracts.model import Contract, Endpoint
 from link.model import Request
 from link.routes import compile_template
@@ -114,12 +116,16 @@ class CompiledEndpoint:
         schema = dict(endpoint.input_schema) if endpoint.input_schema is not None else None
         self._full: Validator | None = None
         self._partial: Validator | None = None
+        # A compiled check of the whole schema for the common case (link.contracts.fastcheck): a
+        # valid body passes without jsonschema; anything else is left to jsonschema to explain.
+        self._fast: Check | None = None
         if schema is not None:
             cls = js_validators.validator_for(schema, default=js_validators.Draft202012Validator)
             self._full = cls(schema, format_checker=FormatChecker())
             relaxed = {k: v for k, v in schema.items() if k not in ("required", "dependentRequired",
                                                                     "minProperties")}
             self._partial = cls(relaxed, format_checker=FormatChecker())
+            self._fast = compile_check(schema, cls.__name__)
         self.description = self._describe()
 
     def _describe(self) -> dict[str, Any]:
@@ -172,9 +178,10 @@ class CompiledEndpoint:
                 return Violation(400, "body", f"expected application/json, got {ctype or 'no content type'}",
                                  "invalid_body"), "full"
             try:
-                parsed = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return Violation(400, "body", "not valid JSON", "invalid_body"), "full"
+                parsed = jsonsafe.loads(body, max_bytes=max_body_bytes, reject_duplicate_keys=True)
+            except jsonsafe.JsonRefused as exc:
+                reason = "not valid JSON" if exc.reason == "invalid_json" else str(exc)
+                return Violation(400, "body", reason, "invalid_body"), "full"
             if not isinstance(parsed, dict):
                 return Violation(422, "body", f"expected a JSON object, got {_json_type(parsed)}",
                                  "invalid_body"), "full"
@@ -194,6 +201,8 @@ class CompiledEndpoint:
         validator = self._full if body_known else self._partial
         if validator is None:
             return None, "full" if body_known else "partial"
+        if body_known and self._fast is not None and self._fast(args):
+            return None, "full"
         error = best_match(validator.iter_errors(args))
         checked = "full" if body_known else "partial"
         if error is None:

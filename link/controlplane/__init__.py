@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from link.controlplane.backoff import Backoff
 from link.controlplane.client import ControlPlaneClient, RegistrationState
 from link.controlplane.counters import request_counters
 from link.controlplane.registration import (
@@ -18,13 +17,14 @@ from link.controlplane.registration import (
     read_gateway_key,
     registration_body,
 )
+from link.controlplane.shared import GatewayIdFollower, write_gateway_id
 
 if TYPE_CHECKING:
     from link.app import LinkApp
 
 __all__ = [
-    "Backoff",
     "ControlPlaneClient",
+    "GatewayIdFollower",
     "RegistrationState",
     "enabled_features",
     "gateway_mode",
@@ -38,21 +38,25 @@ __all__ = [
 
 def install(app: LinkApp) -> None:
     """Add the control-plane client to the app (a background component; never blocks traffic)."""
-    if not app.settings.controlplane.url:
+    cp = app.settings.controlplane
+    if not cp.url:
+        if cp.gateway_id_file:
+            # A worker process: the first process of the pod registers; follow the id it got.
+            app.add_component(GatewayIdFollower(cp.gateway_id_file, app.set_gateway_id))
+            return
         app.ready_checks["controlplane"] = lambda: (True, "off (controlplane.url is not set)")
         return
+    if cp.gateway_id_file:
+        shared = cp.gateway_id_file
+        app.on_gateway_id(lambda gateway_id: write_gateway_id(shared, gateway_id))
 
     def status() -> str:
         # The heartbeat reports what /health/ready says (our own line there is always ready).
         ready, _ = app.readiness()
         return "healthy" if ready else "degraded"
 
-    def registered(gateway_id: str) -> None:
-        # Events name the gateway by the id the control plane assigned (the instance name until then).
-        metering = app.extras.get("metering")
-        if metering is not None:
-            metering.set_gateway_id(gateway_id)
-
-    client = ControlPlaneClient(app.settings, status=status, started_at=app.started_at, on_registered=registered)
+    # Events name the gateway by the id the control plane assigned (the instance name until then).
+    client = ControlPlaneClient(app.settings, status=status, started_at=app.started_at,
+                                on_registered=app.set_gateway_id)
     app.add_component(client)
     app.extras["controlplane"] = client

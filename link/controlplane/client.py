@@ -27,8 +27,8 @@ from urllib.parse import quote
 import httpx
 
 import link
+from link.backoff import Backoff
 from link.component import cancel_task
-from link.controlplane.backoff import Backoff
 from link.controlplane.counters import request_counters
 from link.controlplane.metrics import HEARTBEATS, REGISTERED, REGISTRATIONS
 from link.controlplane.registration import GatewayKeyError, read_gateway_key, registration_body

@@ -34,7 +34,8 @@ def instance_name(settings: Settings, env: Mapping[str, str] | None = None) -> s
 def enabled_features(settings: Settings) -> list[str]:
     """The features this instance actually runs, in a stable order."""
     flags = {
-        "mcp": settings.mcp.enabled,
+        # MCP is served by `serve` in sidecar mode and by `mcp` in edge-mcp mode, never by proxy or shadow.
+        "mcp": settings.mcp.enabled and settings.mode in ("sidecar", "edge-mcp"),
         "policies": settings.policy.enabled,
         "metering": settings.metering.enabled,
         "ratelimit": settings.ratelimit.enabled,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from link.envoyconf.bootstrap import EnvoyOptions, build_bootstrap, render_yaml
 
-GATEWAYS = ("kong", "gravitee", "webmethods")
+GATEWAYS = ("kong", "gravitee", "webmethods", "agentgateway")
 ROOT = Path(__file__).resolve().parents[2] / "envoy"
 
 

@@ -15,11 +15,10 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
-from link.events import Exchange, HttpMessage
-from link.grpc.shell import PipelineShell
-from link.model import Decision, Outcome, PeerIdentity, Request
-from link.pipeline import PipelineResult
-from link.telemetry.propagation import trace_context_from_metadata, trace_id_of
+from link.decision_metadata import wire_metadata
+from link.grpc.shell import PipelineShell, unreadable_check
+from link.model import Decision, PeerIdentity, Request
+from link.telemetry.propagation import trace_context_from_metadata
 
 _log = logging.getLogger("stoa.link.grpc.authz")
 
@@ -69,6 +68,9 @@ def request_from_check(check: external_auth_pb2.CheckRequest) -> Request:
         # Envoy sets the truncation marker header when with_request_body.allow_partial_message cut the body.
         body_truncated="x-envoy-auth-partial-body" in headers and headers["x-envoy-auth-partial-body"] == "true",
         request_id=headers.get("x-request-id", "") or http.id,
+        stream_id=http.id,
+        envoy_time=(attrs.request.time.seconds, attrs.request.time.nanos) if attrs.request.HasField("time")
+        else None,
         source_address=sock.address,
         source_port=sock.port_value,
         destination_address=dst.address,
@@ -81,6 +83,11 @@ def request_from_check(check: external_auth_pb2.CheckRequest) -> Request:
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+
+
+def _policy_header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    # No action set, like OPA-Envoy: Envoy's default (request headers replaced, response headers appended).
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
 
 
 def metadata_struct(metadata: dict[str, Any]) -> struct_pb2.Struct:
@@ -113,17 +120,28 @@ def _value(value: Any) -> struct_pb2.Value:
 
 
 def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
-    """Map a Decision onto a CheckResponse."""
-    meta = metadata_struct(decision.metadata)
+    """Map a Decision onto a CheckResponse (the policy's part exactly as OPA-Envoy would send it)."""
+    meta = metadata_struct(wire_metadata(decision))
+    policy = decision.policy
     if decision.allowed:
         ok = external_auth_pb2.OkHttpResponse(
             headers=[_header(k, v) for k, v in decision.upstream_headers.items()],
             headers_to_remove=decision.remove_headers,
             response_headers_to_add=[_header(k, v) for k, v in decision.response_headers.items()],
         )
+        if policy is not None:
+            ok.headers.extend([_policy_header(k, v) for k, v in policy.upstream_headers])
+            ok.response_headers_to_add.extend([_policy_header(k, v) for k, v in policy.response_headers])
+            if policy.query_to_set:
+                ok.query_parameters_to_set.extend(
+                    [base_pb2.QueryParameter(key=k, value=v) for k, v in policy.query_to_set])
+            ok.query_parameters_to_remove.extend(policy.query_to_remove)
         return external_auth_pb2.CheckResponse(status=_OK_STATUS, ok_response=ok, dynamic_metadata=meta)
     headers = [_header(k, v) for k, v in decision.response_headers.items()]
-    if decision.body is not None:
+    if decision.policy_response:
+        if policy is not None:
+            headers.extend([_policy_header(k, v) for k, v in policy.response_headers])
+    elif decision.body is not None:
         headers.append(_header("content-type", decision.content_type))
     denied = external_auth_pb2.DeniedHttpResponse(
         status=http_status_pb2.HttpStatus(code=decision.http_status),
@@ -138,36 +156,6 @@ def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     )
 
 
-def refusal_exchange(result: PipelineResult, body_cap: int) -> Exchange:
-    """A refused request as an exchange for error snapshots (it never reaches ext_proc)."""
-    ctx, decision = result.ctx, result.decision
-    req = ctx.request
-    route = ctx.route
-    body = req.body or b""
-    return Exchange(
-        request_id=req.request_id,
-        timestamp=req.received_at,
-        method=req.method,
-        path=req.path + (f"?{req.query}" if req.query else ""),
-        status=decision.http_status,
-        request=HttpMessage(headers=dict(req.headers), body=body[:body_cap],
-                            body_truncated=len(body) > body_cap or req.body_truncated),
-        response=HttpMessage(headers={**decision.response_headers, "content-type": decision.content_type},
-                             body=(decision.body or b"")[:body_cap]),
-        tenant=ctx.principal.tenant or (route.tenant or "" if route else ""),
-        consumer=ctx.principal.consumer,
-        subject=ctx.principal.subject,
-        route=route.name if route else "",
-        api=(route.api or route.name) if route else "",
-        tool=req.tool_name or "",
-        trace_id=trace_id_of(req.headers.get("traceparent", "")),
-        decision_id=ctx.decision_id,
-        outcome=decision.outcome,
-        reason=decision.reason,
-        timing_ms={name: ns / 1e6 for name, ns in ctx.timings_ns.items()},
-    )
-
-
 class AuthorizationService(PipelineShell, external_auth_pb2_grpc.AuthorizationServicer):
     """``envoy.service.auth.v3.Authorization``: a thin shell over the pipeline."""
 
@@ -178,16 +166,7 @@ class AuthorizationService(PipelineShell, external_auth_pb2_grpc.AuthorizationSe
             req = request_from_check(request)
         except Exception:  # malformed attributes: refuse clearly rather than crash the stream
             _log.exception("could not read CheckRequest")
-            bad = Decision.deny(400, Outcome.INVALID, "bad_request", "malformed request attributes")
-            return check_response(bad)
+            return check_response(unreadable_check())
         if self._trace_context and context is not None:
             req.context.update(trace_context_from_metadata(context.invocation_metadata()))
-        result = await self._pipeline.run(req)
-        decision = result.decision
-        if not decision.allowed:
-            sink = self._sink()
-            route = result.ctx.route
-            if sink is not None and sink.wants(decision.http_status, result.ctx.principal.tenant,
-                                               bool(route and route.snapshots)):
-                sink.offer(refusal_exchange(result, self._cap))  # queued; written off the request path
-        return check_response(decision)
+        return check_response(await self.authorize(req))

@@ -23,30 +23,30 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format, struct_pb2
 
 from link import metrics
-from link.events import Exchange, HttpMessage
+from link.decision_metadata import record_from_wire, wire_metadata
+from link.events import HttpMessage
 from link.grpc.authz import METADATA_NAMESPACE, metadata_struct
+from link.grpc.headers import header_map
 from link.grpc.shell import PipelineShell
-from link.model import CredentialKind, Decision, Outcome, Principal, Request, RequestContext
-from link.pipeline import Pipeline
-from link.telemetry.propagation import trace_context_from_metadata, trace_id_of
+from link.model import CredentialKind, Decision, DecisionRecord, Principal, Request, RequestContext
+from link.outcomes import response_exchange
+from link.telemetry.propagation import trace_context_from_metadata
 
 _log = logging.getLogger("stoa.link.grpc.extproc")
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
-def _headers(msg: ep.HttpHeaders) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for h in msg.headers.headers:
-        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        key = h.key.lower()
-        out[key] = f"{out[key]},{value}" if key in out else value
-    return out
-
-
 def _set(key: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
+    )
+
+
+def _append(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+        append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD,
     )
 
 
@@ -66,7 +66,10 @@ def _request_from_headers(headers: dict[str, str]) -> Request:
 
 def _immediate(decision: Decision) -> ep.ProcessingResponse:
     headers = [_set(k, v) for k, v in decision.response_headers.items()]
-    if decision.body is not None:
+    if decision.policy_response:  # the policy's own response: its headers, no content type of Link's
+        if decision.policy is not None:
+            headers.extend(_append(k, v) for k, v in decision.policy.response_headers)
+    elif decision.body is not None:
         headers.append(_set("content-type", decision.content_type))
     return ep.ProcessingResponse(
         immediate_response=ep.ImmediateResponse(
@@ -83,7 +86,7 @@ class _Stream:
     """What one stream learned about its request so far."""
 
     ctx: RequestContext | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    record: DecisionRecord = field(default_factory=DecisionRecord)
     started: float = field(default_factory=time.time)
     started_ns: int = field(default_factory=time.perf_counter_ns)
     request: HttpMessage = field(default_factory=HttpMessage)
@@ -94,6 +97,7 @@ class _Stream:
     done: bool = False
     # ext_proc took the decision itself (ext_authz did not run): it also checks the body.
     decided_here: bool = False
+    body_checked: bool = False
     trace: dict[str, str] = field(default_factory=dict)
 
 
@@ -158,7 +162,7 @@ class ExternalProcessorService(PipelineShell, ep_grpc.ExternalProcessorServicer)
         return None
 
     async def _request_headers(self, msg: ep.ProcessingRequest, state: _Stream) -> ep.ProcessingResponse:
-        headers = _headers(msg.request_headers)
+        headers = header_map(msg.request_headers.headers)
         req = _request_from_headers(headers)
         req.context.update(state.trace)
         # Pseudo-headers kept for the snapshot's replay command (host and scheme).
@@ -168,38 +172,40 @@ class ExternalProcessorService(PipelineShell, ep_grpc.ExternalProcessorServicer)
         emitted: struct_pb2.Struct | None = None
         if decided is not None and decided.fields:
             # ext_authz already decided; keep what it learned for the body and the snapshot.
-            state.meta = json_format.MessageToDict(decided)
-            req.request_id = req.request_id or str(state.meta.get("request_id", ""))
+            state.record = record = record_from_wire(json_format.MessageToDict(decided))
             req.ensure_request_id()
             ctx = RequestContext(request=req, route=self._pipeline.resolve_route(req))
             ctx.principal = Principal(
-                kind=CredentialKind(state.meta.get("credential", "anonymous")),
-                subject=str(state.meta.get("subject", "")),
-                consumer=str(state.meta.get("consumer", "")),
-                tenant=str(state.meta.get("tenant", "")),
+                kind=_credential(record.credential),
+                subject=record.subject,
+                consumer=record.consumer,
+                tenant=record.tenant,
             )
-            ctx.decision_id = str(state.meta.get("decision_id", ""))
+            ctx.decision_id = record.decision_id
             state.ctx = ctx
         else:
             ctx = RequestContext(request=req)
-            ctx.metadata["entry"] = "ext_proc"
+            ctx.record.entry = "ext_proc"
             state.decided_here = True
             result = await self._pipeline.run(req, ctx)
             state.ctx = result.ctx
             decision = result.decision
-            state.meta = dict(decision.metadata)
+            state.record = decision.record
             if not decision.allowed:
                 state.status = decision.http_status
                 state.response.body = (decision.body or b"")[: self._cap]
                 state.done = True
                 response = _immediate(decision)
-                response.dynamic_metadata.CopyFrom(_decision_metadata(state.meta))
+                response.dynamic_metadata.CopyFrom(_decision_metadata(wire_metadata(decision)))
                 return response
+            # The policy's upstream headers replace, as through ext_authz. Its query parameter changes
+            # have no ext_proc header form here: they need ext_authz (docs/opa-envoy.md).
+            policy_headers = decision.policy.upstream_headers if decision.policy is not None else []
             mutation = ep.HeaderMutation(
-                set_headers=[_set(k, v) for k, v in decision.upstream_headers.items()],
+                set_headers=[_set(k, v) for k, v in [*decision.upstream_headers.items(), *policy_headers]],
                 remove_headers=decision.remove_headers,
             )
-            emitted = _decision_metadata(state.meta)
+            emitted = _decision_metadata(wire_metadata(decision))
         route = state.ctx.route if state.ctx else None
         sink = self._sink()
         state.capture = sink is not None and route is not None and route.snapshots
@@ -211,24 +217,22 @@ class ExternalProcessorService(PipelineShell, ep_grpc.ExternalProcessorServicer)
     async def _request_body(self, body: ep.HttpBody, state: _Stream) -> ep.ProcessingResponse:
         self._append(state.request, body.body)
         ctx = state.ctx
-        contract = self._pipeline.phase("contract")
         # When ext_authz decided, it already saw this body (with_request_body on body routes).
-        if ctx is not None and contract is not None and body.end_of_stream and state.decided_here:
-            ctx.request.body = bytes(body.body) if not state.request.body_truncated else state.request.body
-            ctx.request.body_truncated = state.request.body_truncated
-            start = time.perf_counter_ns()
-            decision = await contract(ctx)
-            ctx.timings_ns["contract_body"] = time.perf_counter_ns() - start
+        # BUFFERED_PARTIAL sends one message: the whole body, or what fits Envoy's buffer without
+        # end_of_stream. The pipeline checks it bounded by the contract's own limit (the snapshot
+        # excerpt is capped far lower and never decides what is checked).
+        if ctx is not None and self._pipeline.checks_bodies and state.decided_here and not state.body_checked:
+            state.body_checked = True
+            decision = await self._pipeline.check_body(ctx, body.body, complete=body.end_of_stream)
             if decision is not None:
-                decision = _finish_denial(self._pipeline, ctx, decision)
                 state.status = decision.http_status
-                state.meta.update(decision.metadata)
+                state.record.merge(decision.record)
                 state.done = True
                 return _immediate(decision)
         return ep.ProcessingResponse(request_body=ep.BodyResponse())
 
     def _response_headers(self, msg: ep.HttpHeaders, state: _Stream) -> ep.ProcessingResponse:
-        headers = _headers(msg)
+        headers = header_map(msg.headers)
         try:
             state.status = int(headers.get(":status", "0"))
         except ValueError:
@@ -259,42 +263,19 @@ class ExternalProcessorService(PipelineShell, ep_grpc.ExternalProcessorServicer)
         if sink is None or ctx is None or not state.status:
             return
         route = ctx.route
-        tenant = ctx.principal.tenant or str(state.meta.get("tenant", ""))
-        if not sink.wants(state.status, tenant, bool(route and route.snapshots)):
+        if not sink.wants(state.status, ctx.principal.tenant or state.record.tenant, bool(route and route.snapshots)):
             return
-        timing = {name: ns / 1e6 for name, ns in ctx.timings_ns.items()}
-        if state.upstream_ns:
-            timing["upstream"] = state.upstream_ns / 1e6
-        sink.offer(
-            Exchange(
-                request_id=ctx.request.request_id,
-                timestamp=state.started,
-                method=ctx.request.method,
-                path=ctx.request.path + (f"?{ctx.request.query}" if ctx.request.query else ""),
-                status=state.status,
-                request=state.request,
-                response=state.response,
-                tenant=tenant,
-                consumer=ctx.principal.consumer or str(state.meta.get("consumer", "")),
-                subject=ctx.principal.subject or str(state.meta.get("subject", "")),
-                route=route.name if route else "",
-                api=(route.api or route.name) if route else "",
-                tool=ctx.request.tool_name or "",
-                trace_id=str(state.meta.get("trace_id", "")) or trace_id_of(
-                    ctx.request.context.get("traceparent", "") or ctx.request.headers.get("traceparent", "")),
-                decision_id=ctx.decision_id or str(state.meta.get("decision_id", "")),
-                outcome=Outcome(state.meta.get("outcome", Outcome.SUCCESS.value))
-                if state.status < 500 else Outcome.ERROR,
-                reason=str(state.meta.get("reason", "")),
-                timing_ms=timing,
-            )
-        )
+        sink.offer(response_exchange(ctx, state.record, status=state.status, started=state.started,
+                                     request=state.request, response=state.response, upstream_ns=state.upstream_ns))
 
 
-def _finish_denial(pipeline: Pipeline, ctx: RequestContext, decision: Decision) -> Decision:
-    return pipeline.response_builder.finish_denial(ctx, decision)
+_CREDENTIALS = {k.value: k for k in CredentialKind}
+
+
+def _credential(value: str) -> CredentialKind:
+    return _CREDENTIALS.get(value, CredentialKind.ANONYMOUS)
 
 
 def _decision_metadata(meta: dict[str, Any]) -> struct_pb2.Struct:
-    """Emit the decision under the ext_authz namespace so the access-log join has one shape."""
+    """Emit the decision (:func:`wire_metadata`) under the ext_authz namespace: the access log reads one shape."""
     return struct_pb2.Struct(fields={METADATA_NAMESPACE: struct_pb2.Value(struct_value=metadata_struct(meta))})

@@ -69,7 +69,7 @@ class Authenticator:
         self._clock = clock
         self._fetcher = HttpJsonFetcher(ids.jwks_fetch_timeout_s, transport)
         timing = KeyTiming(ttl_s=ids.jwks_ttl_s, min_refresh_interval_s=ids.jwks_min_refresh_interval_s,
-                           stale_max_s=ids.jwks_stale_max_s)
+                           stale_max_s=ids.jwks_stale_max_s, miss_wait_s=ids.jwks_miss_wait_ms / 1000)
         self.keyring = KeyRing([IssuerKeys(s, self._fetcher, timing, monotonic) for s in issuer_sources(ids)])
         self._verifier = TokenVerifier(self.keyring, TokenRules(
             algorithms=frozenset(ids.algorithms),

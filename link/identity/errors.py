@@ -16,6 +16,7 @@ class Reason:
     MALFORMED_AUTHORIZATION = "malformed_authorization"
     TOKEN_TOO_LARGE = "token_too_large"
     MALFORMED_TOKEN = "malformed_token"
+    DUPLICATE_MEMBER = "duplicate_member"  # a JSON name twice in the token's header or claims
     UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
     UNSUPPORTED_TOKEN_TYPE = "unsupported_token_type"
     UNKNOWN_ISSUER = "unknown_issuer"

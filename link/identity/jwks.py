@@ -4,6 +4,10 @@ The request path only reads keys that are already in memory. A token whose
 ``kid`` is unknown may trigger one refresh, but refreshes are single-flight
 (concurrent misses share one fetch) and at most one per minimum interval, so
 a flood of tokens with random ``kid`` values never becomes a flood of fetches.
+A request waits for such a fetch at most ``KeyTiming.miss_wait_s``: a provider
+that hangs must not hold requests past Envoy's ext_authz timeout (which would
+turn a 401 into Envoy's own 503). The fetch finishes behind; the next token
+with that ``kid`` finds the key.
 When the provider is unreachable the last keys keep serving until
 ``ttl + stale_max`` after the last successful fetch, then they are dropped.
 """
@@ -20,6 +24,7 @@ from typing import Any, Protocol
 
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from link.backoff import Backoff
 from link.identity.errors import Reason, invalid_token, unavailable
 from link.identity.metrics import JWKS_FETCHES, JWKS_KEYS, JWKS_REFRESH_SKIPPED
 
@@ -158,6 +163,7 @@ class KeyTiming:
     ttl_s: float = 300.0
     min_refresh_interval_s: float = 10.0
     stale_max_s: float = 3600.0
+    miss_wait_s: float = 0.05  # longest a request waits for a key fetch; the fetch goes on behind
 
 
 class IssuerKeys:
@@ -224,7 +230,8 @@ class IssuerKeys:
     async def key_for(self, kid: str | None, alg: str) -> SigningKey:
         """The verification key for a token header; refreshes at most as the rules allow.
 
-        Raises :class:`AuthError`: ``unknown_key`` (401) or ``keys_unavailable`` (503).
+        Raises :class:`AuthError`: ``unknown_key`` (401) or ``keys_unavailable`` (503),
+        within ``miss_wait_s`` whatever the provider does.
         """
         key = self.lookup(kid, alg)
         if key is not None:
@@ -240,13 +247,19 @@ class IssuerKeys:
         raise invalid_token(Reason.UNKNOWN_KEY, "unknown signing key")
 
     async def refresh_if_allowed(self) -> None:
-        """Refresh on a miss: join a fetch under way, else fetch if the minimum interval has passed."""
+        """Refresh on a miss: join a fetch under way, else start one if the minimum interval has passed.
+
+        Waits at most ``miss_wait_s``: a fetch still running then is left to finish behind.
+        """
         if self._inflight is not None and not self._inflight.done():
-            await asyncio.shield(self._inflight)
+            fetch = self._inflight
         elif self._clock() - self._last_attempt >= self._timing.min_refresh_interval_s:
-            await self.refresh()
+            fetch = self._inflight = asyncio.ensure_future(self._fetch())
         else:
             self._skipped.inc()
+            return
+        # asyncio.wait never cancels what it waits for: the shared fetch outlives this request
+        await asyncio.wait({fetch}, timeout=self._timing.miss_wait_s)
 
     def _kick(self) -> None:
         if (self._inflight is None or self._inflight.done()) and (
@@ -303,19 +316,20 @@ class IssuerKeys:
 
     async def run(self) -> None:
         """Background loop: refresh before the TTL ends; retry with backoff after failures."""
-        failures = 0
+        # From the refresh interval up to the TTL, never more than a minute between tries.
+        base = max(self._timing.min_refresh_interval_s, 0.2)
+        cap = min(max(self._timing.ttl_s, base), 60.0)
+        backoff = Backoff(min(base, cap), cap)
         while True:
             wait = self._fresh_until - self._clock()
             if self._keys and wait > 0:
-                failures = 0
+                backoff.reset()
                 await asyncio.sleep(wait)
                 continue
             if await self.refresh():
-                failures = 0
+                backoff.reset()
                 continue
-            failures += 1
-            base = max(self._timing.min_refresh_interval_s, 0.2)
-            await asyncio.sleep(min(base * 2 ** min(failures - 1, 10), max(self._timing.ttl_s, base), 60.0))
+            await asyncio.sleep(backoff.next_delay())
 
 
 class KeyRing:

@@ -67,8 +67,21 @@ def _b64decode(segment: str) -> bytes:
     return binascii.a2b_base64(raw.translate(_B64URL) + b"=" * (-len(raw) % 4), strict_mode=True)
 
 
+class _DuplicateMember(ValueError):
+    """A JSON object names one member twice."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 7515 §4 / RFC 7519 §4: a JOSE header or claims set with a duplicate name must be
+    # refused; last-wins would let a token mean one thing here and another to a verifier behind.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateMember("duplicate member name")
+    return obj
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
-    value = json.loads(raw)
+    value = json.loads(raw, object_pairs_hook=_unique_members)
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
@@ -83,6 +96,8 @@ def parse_compact(token: str) -> CompactToken:
         header = _json_object(_b64decode(parts[0]))
         payload = _json_object(_b64decode(parts[1]))
         signature = _b64decode(parts[2])
+    except _DuplicateMember:
+        raise invalid_token(Reason.DUPLICATE_MEMBER, "duplicate member in token") from None
     except (ValueError, binascii.Error, RecursionError):
         raise invalid_token(Reason.MALFORMED_TOKEN, "malformed token") from None
     return CompactToken(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)

@@ -3,7 +3,7 @@
     stoa-link injector --tls-cert /tls/tls.crt --tls-key /tls/tls.key [--port 8443]
         [--envoy-image IMAGE] [--link-image IMAGE] [--image-pull-policy POLICY]
         [--link-arg ARG ...] [--settings-configmap NAME] [--secret-name NAME]
-        [--envoy-log-level LEVEL] [--log-level LEVEL]
+        [--no-mcp] [--envoy-log-level LEVEL] [--log-level LEVEL]
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-name", default=d.secret_name,
                    help="Secret (in the pod's namespace, optional): env for Link and files under "
                         "/var/run/secrets/stoa (e.g. gateway-key)")
+    p.add_argument("--no-mcp", action="store_true",
+                   help="do not serve MCP on port 3001 in the Link container (sets mcp.enabled=false)")
     p.add_argument("--envoy-log-level", default=d.envoy_log_level,
                    choices=["trace", "debug", "info", "warning", "error", "critical", "off"])
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -62,6 +64,7 @@ def parse_args(argv: Sequence[str]) -> tuple[ServeOptions, str]:
         envoy_log_level=args.envoy_log_level,
         settings_configmap=args.settings_configmap,
         secret_name=args.secret_name,
+        mcp=not args.no_mcp,
     )
     options = ServeOptions(tls_cert=args.tls_cert, tls_key=args.tls_key, host=args.host, port=args.port,
                            config=config)

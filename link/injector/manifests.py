@@ -25,6 +25,7 @@ from link.injector.config import (
     ENVOY_PORT,
     GATEWAYS,
     LINK_ADMIN_PORT,
+    LINK_MCP_PORT,
     InjectorConfig,
 )
 from link.injector.sidecar import sidecar_containers, sidecar_volumes
@@ -46,6 +47,7 @@ WORKLOADS: dict[str, GatewayWorkload] = {
     "kong": GatewayWorkload("kong-gateway", "kong-proxy", 80),
     "gravitee": GatewayWorkload("apim-gateway", "apim-gateway", 82),
     "webmethods": GatewayWorkload("webmethods-apigw", "webmethods-apigw", 5555),
+    "agentgateway": GatewayWorkload("agentgateway", "agentgateway", 80),
 }
 
 
@@ -81,14 +83,17 @@ def deployment_patch(gateway: str, config: InjectorConfig | None = None) -> dict
 
 
 def service_patch(gateway: str) -> dict[str, Any]:
-    """A strategic-merge patch sending the gateway's Service to Envoy's listener instead."""
+    """A strategic-merge patch sending the gateway's Service to Envoy's listener, and adding Link's MCP port."""
     w = WORKLOADS[gateway]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": w.service},
         # Kustomize merges Service ports on (port, protocol): both must match the original entry.
-        "spec": {"ports": [{"port": w.service_port, "protocol": "TCP", "targetPort": "stoa-http"}]},
+        "spec": {"ports": [
+            {"port": w.service_port, "protocol": "TCP", "targetPort": "stoa-http"},
+            {"name": "stoa-mcp", "port": LINK_MCP_PORT, "protocol": "TCP", "targetPort": "stoa-mcp"},
+        ]},
     }
 
 
@@ -112,7 +117,7 @@ def overlay_files(gateway: str) -> dict[str, str]:
                                     "# The STOA sidecar (Envoy + Link), exactly as the injector adds it.\n"),
         "service-patch.yaml": _yaml(service_patch(gateway),
                                     f"# Clients now reach Envoy (port {ENVOY_PORT}), which governs and forwards "
-                                    "to the gateway.\n"),
+                                    f"to the gateway,\n# and Link's MCP server (port {LINK_MCP_PORT}).\n"),
         "envoy.yaml": expected_files()[f"{gateway}.yaml"],
     }
 

@@ -60,3 +60,4 @@ def install(app: LinkApp) -> None:
     app.add_outcome_sink(sink)
     app.add_component(sink)
     app.extras["metering"] = sink
+    app.on_gateway_id(sink.set_gateway_id)

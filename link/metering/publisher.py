@@ -49,7 +49,7 @@ def check_compression(settings: MeteringSettings) -> None:
         raise ConfigError(
             "metering.compression",
             f"{settings.compression!r} needs the 'cramjam' package, which is not installed"
-            " (use gzip or none)",
+            " (pip install cramjam, or use gzip or none)",
         )
 
 
@@ -188,6 +188,31 @@ class KafkaPublisher:
         task.add_done_callback(self._closing.discard)
 
     async def _discard(self, producer: AIOKafkaProducer) -> None:
-        # Its pending batches are already spooled by the caller; do not wait for them to drain.
+        """Abandon a producer: fail what it still holds, then stop it (bounded).
+
+        Its batches are in the spool already and are replayed by the next producer. Left to
+        itself, aiokafka's ``stop`` flushes them first, and a ``stop`` cut short by its timeout
+        leaves the sender task retrying them for ever: a leak over a long outage, and late
+        copies racing the replay once the broker is back.
+        """
+        with contextlib.suppress(Exception):
+            _fail_pending(producer)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(producer.stop(), timeout=1.0)
+        sender = getattr(producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        if task is not None and not task.done():  # stop() timed out: end the retries ourselves
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+
+
+def _fail_pending(producer: AIOKafkaProducer) -> None:
+    """Fail every batch the producer still holds; nobody awaits them any more, so retrieve them."""
+    accumulator = producer._message_accumulator
+    batches = [b for queue in accumulator._batches.values() for b in queue]
+    batches += list(accumulator._pending_batches)
+    accumulator.fail_all(PublishError("producer discarded"))
+    for batch in batches:
+        for future in (batch.future, batch._drain_waiter):
+            if future.done() and not future.cancelled():
+                future.exception()

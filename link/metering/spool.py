@@ -48,6 +48,7 @@ RECORD_MAGIC = 0xA5
 _RECORD = struct.Struct(">BII")
 _KEY = struct.Struct(">H")
 MAX_BODY_BYTES = 16 << 20  # sanity bound when parsing a length that may be garbage
+_SHRINK_BYTES = 1 << 20  # a drained active segment this large is replaced by an empty one
 _SEGMENT_NAME = re.compile(r"^seg-(\d{12})\.spool$")
 
 FsyncPolicy = Literal["always", "interval", "never"]
@@ -107,6 +108,9 @@ class Spool:
         self.segment_bytes = max(4096, min(segment_bytes, max_bytes // 4))
         self.fsync = fsync
         self._lock = threading.Lock()
+        self._cursor_lock = threading.Lock()  # one writer of the cursor file at a time
+        self._cursor_dirty = False  # acknowledged on the loop, not yet in the cursor file
+        self._passed: list[Path] = []  # acknowledged segments whose files are still to be deleted
         self._sizes: dict[int, int] = {}  # seq -> bytes on disk, every live segment
         self._active_seq = 0
         self._active_fd = -1
@@ -141,7 +145,9 @@ class Spool:
                 raise SpoolError(f"cannot open the spool in {self.directory}: {exc.strerror}") from None
 
     def close(self) -> None:
-        """Flush (per the fsync policy) and release the directory."""
+        """Write the cursor, flush (per the fsync policy) and release the directory."""
+        if self._active_fd >= 0:
+            self.save_cursor()
         with self._lock:
             fds = [*self._retired]
             if self._active_fd >= 0:
@@ -270,7 +276,10 @@ class Spool:
                 seq, off = later[0], HEADER_BYTES
                 batch.end = (seq, off)
                 continue
-            chunk = self._pread(seq, off, min(size - off, max(max_bytes - got_bytes, 64 << 10)))
+            # Sized for the records still wanted (~1 KiB each, more reads if they are larger): a
+            # batch of a few hundred events must not read megabytes ahead on every replay step.
+            wanted = (64 << 10) + (max_records - len(batch.records)) * 1024
+            chunk = self._pread(seq, off, min(size - off, max(max_bytes - got_bytes, 64 << 10), wanted))
             used, n_bytes = self._parse(chunk, seq, off, size, batch, max_records)
             got_bytes += n_bytes
             off += used
@@ -343,31 +352,58 @@ class Spool:
         return size
 
     def ack(self, end: Position) -> None:
-        """Everything before ``end`` reached the broker: move the cursor, delete passed segments."""
+        """Everything before ``end`` reached the broker: move the cursor, forget passed segments.
+
+        Memory only (this runs on the event loop after every acknowledged batch): the cursor file
+        and the passed segments' files are written and deleted by :meth:`save_cursor`, off the loop.
+        Creating and renaming a file took milliseconds here under load, the whole request path's tail.
+        """
         with self._lock:
             if end <= self._cursor:
                 return
             seq, off = end
             self._cursor = end
             for old in [s for s in self._sizes if s < seq]:
-                self._delete(old)
-            if seq == self._active_seq and off >= self._sizes[seq] > HEADER_BYTES:
-                # Fully drained: start over so the spool shrinks back to one empty segment.
+                self._forget(old)
+            if seq == self._active_seq and off >= self._sizes[seq] >= _SHRINK_BYTES:
+                # Fully drained: start over so the spool shrinks back to one empty segment. Not for
+                # a small segment: every batch is written ahead here, and a file per batch would churn.
                 old = self._active_seq
                 self._roll()
-                self._delete(old)
+                self._forget(old)
                 self._cursor = (self._active_seq, HEADER_BYTES)
-            self._save_cursor()
+            self._cursor_dirty = True
+
+    @property
+    def cursor_dirty(self) -> bool:
+        """Acknowledgements not yet written to the cursor file (see :meth:`save_cursor`)."""
+        return self._cursor_dirty or bool(self._passed)
+
+    def save_cursor(self) -> None:
+        """Write the cursor file and delete the segments it passed; file I/O, so off the event loop.
+
+        Until it runs, a crash replays what was acknowledged since: duplicates, never loss.
+        """
+        with self._cursor_lock:
+            with self._lock:
+                cursor, dirty, passed = self._cursor, self._cursor_dirty, self._passed
+                self._cursor_dirty, self._passed = False, []
+            if dirty:
+                tmp = self.directory / "cursor.tmp"
+                tmp.write_text(f"{cursor[0]} {cursor[1]}\n")
+                os.replace(tmp, self.directory / "cursor")
+            for path in passed:  # after the cursor moved past them: a crash in between only re-deletes
+                path.unlink(missing_ok=True)
+
+    def _forget(self, seq: int) -> None:
+        size = self._sizes.pop(seq)
+        self._total -= size
+        self._passed.append(self._path(seq))
 
     def _delete(self, seq: int) -> None:
         size = self._sizes.pop(seq)
         self._total -= size
         self._path(seq).unlink(missing_ok=True)
-
-    def _save_cursor(self) -> None:
-        tmp = self.directory / "cursor.tmp"
-        tmp.write_text(f"{self._cursor[0]} {self._cursor[1]}\n")
-        os.replace(tmp, self.directory / "cursor")
 
     # -- state -------------------------------------------------------------------
     @property
@@ -393,6 +429,12 @@ class Spool:
     @property
     def cursor(self) -> Position:
         return self._cursor
+
+    @property
+    def end(self) -> Position:
+        """Where the next appended record will start (the end of everything written)."""
+        with self._lock:
+            return (self._active_seq, self._sizes.get(self._active_seq, HEADER_BYTES))
 
     # -- recovery ----------------------------------------------------------------
     def _path(self, seq: int) -> Path:

@@ -20,9 +20,9 @@ import httpx
 from prometheus_client import Counter
 
 from link.identity.authenticator import Authenticator
-from link.identity.errors import AuthError, Reason
+from link.identity.errors import AuthError, Reason, invalid_request
 from link.identity.metrics import AUTHENTICATED, REFUSALS
-from link.model import ANONYMOUS, CredentialKind, Decision, Outcome, Principal, RequestContext
+from link.model import ANONYMOUS, CredentialKind, Decision, Outcome, Principal, RequestContext, RouteMatch
 from link.settings import Settings
 
 __all__ = ["IdentityPhase", "build_identity_phase"]
@@ -51,22 +51,48 @@ class IdentityPhase:
 
     async def __call__(self, ctx: RequestContext) -> Decision | None:
         route = ctx.route
-        kinds = self._default_kinds
-        if route is not None:
-            if route.anonymous or CredentialKind.ANONYMOUS in route.credentials:
-                ctx.principal = ANONYMOUS
-                return None
-            kinds = route.credentials or kinds
+        if _anonymous(route):
+            ctx.principal = ANONYMOUS
+            return None
+        kinds = (route.credentials if route is not None else ()) or self._default_kinds
         try:
             principal = await self.authenticator.authenticate(ctx.request, kinds)
         except AuthError as err:
-            return self._refuse(err)
+            return self._refuse_or_anonymous(ctx, err)
+        return self._accept(ctx, principal)
+
+    def admit(self, ctx: RequestContext, principal: Principal) -> Decision | None:
+        """The route's rules for a caller a transport already authenticated (no second authentication).
+
+        Same answers as :meth:`__call__` would give for that caller's credentials: an anonymous route
+        makes the caller anonymous; an anonymous caller, or one whose credential kind the route does
+        not accept, has no credentials for it; the route's scopes are checked.
+        """
+        route = ctx.route
+        if _anonymous(route):
+            ctx.principal = ANONYMOUS
+            return None
+        kinds = (route.credentials if route is not None else ()) or self._default_kinds
+        if principal.kind is CredentialKind.ANONYMOUS or principal.kind not in kinds:
+            return self._refuse_or_anonymous(ctx, invalid_request(Reason.MISSING_CREDENTIALS, "missing credentials"))
+        return self._accept(ctx, principal, count=False)
+
+    def _refuse_or_anonymous(self, ctx: RequestContext, err: AuthError) -> Decision | None:
+        route = ctx.route
+        if route is not None and route.optional_identity and err.reason == Reason.MISSING_CREDENTIALS:
+            ctx.principal = ANONYMOUS
+            return None
+        return self._refuse(err)
+
+    def _accept(self, ctx: RequestContext, principal: Principal, *, count: bool = True) -> Decision | None:
+        route = ctx.route
         if route is not None and route.required_scopes:
             refusal = self._check_scopes(principal, route.required_scopes)
             if refusal is not None:
                 return refusal
         ctx.principal = principal
-        self._authenticated[principal.kind].inc()
+        if count:  # the counter counts authentications, not admissions of a known caller
+            self._authenticated[principal.kind].inc()
         return None
 
     def _count(self, reason: str) -> None:
@@ -101,6 +127,10 @@ class IdentityPhase:
 
     def readiness(self) -> tuple[bool, str]:
         return self.authenticator.readiness()
+
+
+def _anonymous(route: RouteMatch | None) -> bool:
+    return route is not None and (route.anonymous or CredentialKind.ANONYMOUS in route.credentials)
 
 
 def build_identity_phase(settings: Settings) -> IdentityPhase:

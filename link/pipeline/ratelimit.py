@@ -77,7 +77,7 @@ class RateLimitPhase:
                 verdict = await self._redis.take(limits)
                 self._m_redis["allowed" if verdict.allowed else "limited"].inc()
             except BackendUnavailable:
-                ctx.metadata["ratelimit_backend"] = "unavailable"
+                ctx.record.ratelimit_backend = "unavailable"
                 if self._failure_mode == "deny":
                     self._m_redis["refused"].inc()
                     return Decision.deny(
@@ -86,11 +86,12 @@ class RateLimitPhase:
                     )
                 if self._failure_mode == "allow":
                     self._m_redis["skipped"].inc()
-                    return None
+                    return None  # no limit applied (a contract requiring one refuses the request)
                 verdict = self._local.take(limits)
                 self._m_redis["fallback_allowed" if verdict.allowed else "fallback_limited"].inc()
         if self._local.evicted != self._evicted:
             self._count_evictions()
+        ctx.record.ratelimit_applied = True
         return self._answer(ctx, verdict)
 
     def _answer(self, ctx: RequestContext, verdict: Verdict) -> Decision | None:
@@ -100,7 +101,7 @@ class RateLimitPhase:
             return None
         scope = verdict.limit.scope
         self._m_limited[scope].inc()
-        ctx.metadata["ratelimit_scope"] = scope
+        ctx.record.ratelimit_scope = scope
         message = f"{scope} rate limit exceeded"
         return Decision.deny(429, Outcome.RATE_LIMITED, "rate_limited", message, headers)
 

@@ -2,14 +2,18 @@
 
 Allowed: headers for the upstream (principal, request id), client-sent
 ``x-stoa-*`` headers removed so they cannot be spoofed, dynamic metadata for
-Envoy's access log. Refused: a JSON body ``{"error", "reason", "request_id"}``.
+Envoy's access log, and what the policy's result asked for (``ctx.policy``).
+Refused by Link itself (identity, limits, contracts, a policy that could not
+decide): a JSON body ``{"error", "reason", "request_id"}``. Refused by the
+policy's own result: exactly the status, headers and body it defines (empty if
+it defines none), as OPA-Envoy answers.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 
+from link.ids import new_id
 from link.model import Decision, RequestContext
 from link.settings import IdentitySettings
 
@@ -38,33 +42,33 @@ class ResponsePhase:
     def _common(self, ctx: RequestContext, decision: Decision) -> None:
         req = ctx.request
         if not ctx.decision_id:
-            ctx.decision_id = uuid.uuid4().hex
+            ctx.decision_id = new_id()
         p = ctx.principal
         route = ctx.route
-        meta = decision.metadata
-        meta.update(ctx.metadata)
+        record = ctx.record
+        if decision.record is not record:
+            record.merge(decision.record)  # what the refusing phase noted on its decision
+            decision.record = record
         # Envoy's access log already carries the request id and status; only what it cannot know goes here.
-        meta["decision_id"] = ctx.decision_id
-        meta["outcome"] = decision.outcome.value
-        meta["reason"] = decision.reason
-        meta["tenant"] = p.tenant or (route.tenant if route and route.tenant else "")
-        meta["consumer"] = p.consumer
-        meta["subject"] = p.subject
-        meta["credential"] = p.kind.value
-        if p.scopes:
-            meta["scopes"] = " ".join(sorted(p.scopes))
-        if p.roles:
-            meta["roles"] = " ".join(sorted(p.roles))
+        record.decision_id = ctx.decision_id
+        record.outcome = decision.outcome.value
+        record.reason = decision.reason
+        record.tenant = p.tenant or (route.tenant if route and route.tenant else "")
+        record.consumer = p.consumer
+        record.subject = p.subject
+        record.credential = p.kind.value
+        record.scopes = tuple(sorted(p.scopes))
+        record.roles = tuple(sorted(p.roles))
         if route is not None:
-            meta["route"] = route.name
-            meta["api"] = route.api or route.name
-            if route.template:
-                meta["route_template"] = route.template
-        if req.tool_name:
-            meta["tool"] = req.tool_name
-        meta["t_link_us"] = sum(ctx.timings_ns.values()) // 1000
+            record.route = route.name
+            record.api = route.api or route.name
+            record.route_template = route.template or ""
+        record.tool = req.tool_name or ""
+        record.t_link_us = sum(ctx.timings_ns.values()) // 1000
         decision.response_headers.update(ctx.response_headers)
         decision.response_headers.setdefault("x-request-id", req.request_id)
+        if decision.policy is None:
+            decision.policy = ctx.policy
 
     def allow(self, ctx: RequestContext) -> Decision:
         req = ctx.request
@@ -89,7 +93,7 @@ class ResponsePhase:
 
     def finish_denial(self, ctx: RequestContext, decision: Decision) -> Decision:
         self._common(ctx, decision)
-        if decision.body is None:
+        if decision.body is None and not decision.policy_response:
             decision.body = json.dumps(
                 {
                     "error": _ERROR_TITLES.get(decision.http_status, "error"),

@@ -24,6 +24,7 @@ _object = rego.regoInputObject
 _array = rego.regoInputArray
 _new = rego.regoNewInput
 _free = rego.regoFreeInput
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class InputConversionError(ValueError):
@@ -49,7 +50,9 @@ def _add(handle: Any, value: Any) -> int:
     if kind is bool:
         return int(_bool(handle, value))
     if kind is int:
-        return int(_int(handle, value))
+        if _INT_MIN <= value <= _INT_MAX:
+            return int(_int(handle, value))
+        return int(_float(handle, float(value)))  # rego-cpp integers are 64-bit
     if kind is float:
         return int(_float(handle, value))
     if value is None:
@@ -58,7 +61,7 @@ def _add(handle: Any, value: Any) -> int:
     if isinstance(value, str):
         return int(_string(handle, value.encode("utf-8")))
     if isinstance(value, int):
-        return int(_int(handle, int(value)))
+        return _add(handle, int(value))
     if isinstance(value, float):
         return int(_float(handle, float(value)))
     raise InputConversionError(f"cannot pass a {kind.__name__} to the policy")

@@ -11,14 +11,17 @@ allows exactly ``capacity`` requests at once, then exactly one more per
 ``interval_s``.
 
 The Redis backend runs the same arithmetic in Lua (see ``link.ratelimit.redis``);
-keep the two in step.
+keep the two in step. :class:`TokenBucket` is one such bucket held in process,
+for the places that pace themselves (snapshot capture, the snapshot tap).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["EPSILON_S", "Take", "take"]
+__all__ = ["EPSILON_S", "Take", "TokenBucket", "take"]
 
 # Float slack for comparisons, far below any meaningful interval (a microsecond
 # budget at 1e6 requests per second still has 1000x this).
@@ -63,3 +66,28 @@ def take(full_at: float | None, now: float, interval_s: float, capacity: int) ->
         )
     remaining = int((window - debt) / interval_s + EPSILON_S)  # not negative: int() is floor
     return Take(allowed=True, full_at=new_full_at, remaining=remaining, reset_s=debt, retry_after_s=0.0)
+
+
+class TokenBucket:
+    """One in-process bucket: ``per_second`` tokens a second, a burst of ``capacity`` (default a second's worth).
+
+    Not thread-safe: each user takes from it on one event loop.
+    """
+
+    __slots__ = ("_capacity", "_clock", "_full_at", "_interval_s")
+
+    def __init__(self, per_second: float, capacity: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if per_second <= 0:
+            raise ValueError(f"a token bucket needs a positive rate, got {per_second}")
+        self._interval_s = 1.0 / per_second
+        self._capacity = max(1, int(per_second)) if capacity is None else max(1, capacity)
+        self._clock = clock
+        self._full_at: float | None = None
+
+    def allow(self) -> bool:
+        """Take one token if there is one; False (nothing taken) when the bucket is empty."""
+        t = take(self._full_at, self._clock(), self._interval_s, self._capacity)
+        if t.allowed:
+            self._full_at = t.full_at
+        return t.allowed

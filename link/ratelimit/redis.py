@@ -8,8 +8,15 @@ still agree. Each bucket is one key holding its ``full_at`` (see
 
 Redis must never stall a request: every check is bounded by the timeout; after
 a failure the circuit opens and checks skip Redis (the caller applies the
-failure mode) while a background task probes Redis and closes the circuit when
-it answers again.
+failure mode). The circuit is a half-open breaker: a background probe builds a
+*fresh* connection pool, sends one command on it, and only when that succeeds
+swaps the pool in and closes the circuit. The failed pool is discarded, never
+reused: after a Redis restart every connection it holds is dead, and handing
+them out one by one is what made recovery flap between "back" and
+``ConnectionError``. A failure reported by a call on a discarded pool cannot
+open the circuit again. Whatever a call raises (redis-py errors, ``OSError``,
+a ``RuntimeError`` from a closed transport…) is a backend failure, so the
+failure mode applies and nothing escapes as a 500.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from link.ratelimit.keys import Limit
@@ -85,6 +92,8 @@ _SHA = hashlib.sha1(CHECK_SCRIPT.encode()).hexdigest()
 # Connections per process; more concurrent checks wait for one (within their timeout)
 # instead of opening a connection each, which would flood Redis in a burst.
 _MAX_CONNECTIONS = 32
+# Connections a recovering pool opens before it is swapped in (see RedisBuckets._warm).
+_WARM_CONNECTIONS = 8
 # Probes may take longer than a check: they run off the request path and may need a new connection.
 _PROBE_TIMEOUT_MIN_S = 1.0
 
@@ -118,8 +127,8 @@ class RedisBuckets:
         try:
             await asyncio.wait_for(client.script_load(CHECK_SCRIPT), self._probe_timeout)
             REDIS_UP.set(1)
-        except (TimeoutError, RedisError, OSError) as exc:
-            self._trip(exc)
+        except Exception as exc:  # any failure: start open, the probe takes over
+            self._trip(exc, client)
 
     async def stop(self) -> None:
         if self._probe is not None:
@@ -128,7 +137,7 @@ class RedisBuckets:
                 await self._probe
             self._probe = None
         if self._client is not None:
-            await self._client.aclose()
+            await _close_quietly(self._client)
             self._client = None
         if self._closing:
             await asyncio.wait(self._closing, timeout=self._probe_timeout)
@@ -167,18 +176,21 @@ class RedisBuckets:
                 task.cancel()
                 task.add_done_callback(_consume)
                 raise TimeoutError(f"no answer from Redis within {self._timeout * 1000:g} ms")
-            reply = task.result()
-        except (TimeoutError, RedisError, OSError) as exc:
-            self._trip(exc)
+            allowed, index, remaining, reset_s, retry_s = task.result()
+            return Verdict(
+                allowed=bool(allowed),
+                limit=limits[int(index) - 1],
+                remaining=int(remaining),
+                reset_s=float(reset_s),
+                retry_after_s=float(retry_s),
+            )
+        except asyncio.CancelledError:
+            task.cancel()  # the request itself went away; its call must not outlive it unobserved
+            task.add_done_callback(_consume)
+            raise
+        except Exception as exc:  # every failure class maps to the failure mode, never a 500
+            self._trip(exc, client)
             raise BackendUnavailable(self._last_error) from None
-        allowed, index, remaining, reset_s, retry_s = reply
-        return Verdict(
-            allowed=bool(allowed),
-            limit=limits[int(index) - 1],
-            remaining=int(remaining),
-            reset_s=float(reset_s),
-            retry_after_s=float(retry_s),
-        )
 
     async def _run(self, client: Redis, keys: list[str], args: list[str | int]) -> list[int | bytes]:
         try:
@@ -189,22 +201,41 @@ class RedisBuckets:
         return list(reply)
 
     # -- circuit ----------------------------------------------------------------
+    def _new_client(self) -> Redis:
+        pool = BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=self._probe_timeout,
+            socket_connect_timeout=self._probe_timeout,
+            socket_timeout=self._probe_timeout,
+            # No client-side retries: a retry would blow the request's time budget.
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        return Redis.from_pool(pool)
+
     def _ensure_client(self) -> Redis:
         if self._client is None:
-            pool = BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=_MAX_CONNECTIONS,
-                timeout=self._probe_timeout,
-                socket_connect_timeout=self._probe_timeout,
-                socket_timeout=self._probe_timeout,
-                # No client-side retries: a retry would blow the request's time budget.
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
-            self._client = Redis.from_pool(pool)
+            self._client = self._new_client()
         return self._client
 
-    def _trip(self, exc: BaseException) -> None:
+    async def _warm(self, client: Redis) -> None:
+        """Load the script, and open connections before the pool goes live.
+
+        A cold pool makes the first burst of checks connect and handshake within their
+        timeout; on a loaded node some miss it, and each miss would open the circuit again.
+        """
+        await client.script_load(CHECK_SCRIPT)
+        await asyncio.gather(*(client.ping() for _ in range(_WARM_CONNECTIONS)))
+
+    def _retire(self, client: Redis) -> None:
+        """Close a pool behind the request path (its connections may take a socket timeout to go)."""
+        closing = asyncio.get_running_loop().create_task(_close_quietly(client))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    def _trip(self, exc: BaseException, client: Redis) -> None:
+        """Open the circuit after a failure of ``client``; a failure of a discarded pool only counts."""
         if isinstance(exc, (TimeoutError, RedisTimeoutError)):
             kind = "timeout"
         elif isinstance(exc, (RedisConnectionError, OSError)):
@@ -212,14 +243,12 @@ class RedisBuckets:
         else:
             kind = "error"
         REDIS_ERRORS.labels(kind).inc()
+        if client is not self._client:
+            return  # a call on a pool already replaced: its failure says nothing about the new one
         self._last_error = f"{kind}: {type(exc).__name__}"
-        if kind == "timeout" and self._client is not None:
-            # Connections abandoned mid-reply may take a socket timeout to close: a fresh pool keeps
-            # them from blocking the checks that follow once Redis answers again.
-            stale, self._client = self._client, None
-            closing = asyncio.get_running_loop().create_task(_close_quietly(stale))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+        # The failed pool is never handed out again: the probe brings a fresh one.
+        self._client = None
+        self._retire(client)
         if not self._open:
             self._open = True
             REDIS_UP.set(0)
@@ -228,16 +257,27 @@ class RedisBuckets:
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
 
     async def _probe_until_back(self) -> None:
-        """Ping Redis every ``retry_s`` until it answers, then close the circuit."""
+        """Half-open: a fresh, warmed pool, at once and then every ``retry_s``; close on success.
+
+        The first probe goes at once: a lone slow answer on a loaded node then costs one probe
+        round trip of open circuit, not ``retry_s``.
+        """
         started = time.monotonic()
         while True:
-            await asyncio.sleep(self._retry_s)
-            client = self._ensure_client()
+            candidate = self._new_client()
             try:
-                await asyncio.wait_for(client.script_load(CHECK_SCRIPT), self._probe_timeout)
-            except (TimeoutError, RedisError, OSError) as exc:
+                await asyncio.wait_for(self._warm(candidate), self._probe_timeout)
+            except asyncio.CancelledError:
+                self._retire(candidate)
+                raise
+            except Exception as exc:  # still away: discard this pool, try again later
                 self._last_error = f"probe: {type(exc).__name__}"
+                self._retire(candidate)
+                await asyncio.sleep(self._retry_s)
                 continue
+            if self._client is not None:
+                self._retire(self._client)
+            self._client = candidate
             self._open = False
             REDIS_UP.set(1)
             _log.info("redis rate limiting back after %.1fs", time.monotonic() - started)

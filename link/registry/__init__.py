@@ -3,17 +3,21 @@
 ``install(app)`` puts a :class:`ToolRegistry` at ``app.extras["registry"]`` and
 adds the source ``registry.source`` names: ``files`` (a directory of manifests
 at ``registry.path``; nothing to load when unset), ``kubernetes`` (a watch on
-the Tool/ToolSet custom resources) or ``none``.
+the Tool, ToolSet, Resource, Prompt and OpenAPIImport custom resources) or ``none``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from link.registry.content import Prompt, PromptArgument, Resource, parse_prompt, parse_resource
 from link.registry.model import (
     API_VERSION,
+    Inclusion,
     RefusedManifest,
     ResourceError,
+    ResourceSelection,
+    TokenExchange,
     Tool,
     ToolAuth,
     ToolSelection,
@@ -23,7 +27,7 @@ from link.registry.model import (
     parse_tool,
     parse_toolset,
 )
-from link.registry.registry import KINDS, ToolRegistry, ToolSetStatus
+from link.registry.registry import CONTENT_KINDS, KINDS, ToolRegistry, ToolSetStatus
 from link.registry.source import FileSource, RegistrySource
 
 if TYPE_CHECKING:
@@ -32,11 +36,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "API_VERSION",
+    "CONTENT_KINDS",
     "KINDS",
     "FileSource",
+    "Inclusion",
+    "Prompt",
+    "PromptArgument",
     "RefusedManifest",
     "RegistrySource",
+    "Resource",
     "ResourceError",
+    "ResourceSelection",
+    "TokenExchange",
     "Tool",
     "ToolAuth",
     "ToolRegistry",
@@ -47,6 +58,8 @@ __all__ = [
     "ToolSetUpstream",
     "build_source",
     "install",
+    "parse_prompt",
+    "parse_resource",
     "parse_tool",
     "parse_toolset",
     "registry_of",

@@ -24,8 +24,11 @@ from link.rates import parse_rate
 
 __all__ = [
     "API_VERSION",
+    "Inclusion",
     "RefusedManifest",
     "ResourceError",
+    "ResourceSelection",
+    "TokenExchange",
     "Tool",
     "ToolAuth",
     "ToolSelection",
@@ -55,6 +58,7 @@ _TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")  # an RFC 9110 token, lower-cased
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _ANNOTATION_BOOLS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
@@ -83,18 +87,34 @@ class RefusedManifest(dict[str, Any]):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenExchange:
+    """``spec.auth.tokenExchange``: the upstream gets a token minted for it, with the caller as subject.
+
+    Link exchanges the MCP caller's token at the issuer (OAuth 2.0 Token
+    Exchange, RFC 8693) for one whose audience is ``audience`` (and, when
+    given, RFC 8707 ``resource`` and ``scope``). The caller's own token never
+    leaves Link: the MCP authorization spec forbids passing it through.
+    """
+
+    audience: str
+    resource: str | None = None
+    scope: str | None = None
+    header_name: str = "authorization"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolAuth:
     """How a tool authenticates to its upstream.
 
     ``secret_ref`` names a secret: a file (or directory, for mTLS) in the
-    secrets directory. ``passthrough_user_token`` forwards the caller's own
-    bearer token instead.
+    secrets directory. ``token_exchange`` adds a token exchanged for the
+    caller (alone, or next to an API key or a client certificate).
     """
 
     type: AuthType = "none"
     secret_ref: str | None = None
     header_name: str | None = None
-    passthrough_user_token: bool = False
+    token_exchange: TokenExchange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +176,25 @@ class ToolSelection:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceSelection:
+    """One upstream resource (by URI) or resource template (by URI template) picked by a ToolSet."""
+
+    uri: str
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Inclusion:
+    """``spec.include``: registry entries of the set's tenant that its virtual server serves too."""
+
+    tools: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ToolSet:
-    """An upstream MCP server whose tools are federated under a tenant."""
+    """An upstream MCP server whose tools, resources and prompts are federated under a tenant."""
 
     tenant: str
     name: str
@@ -167,6 +204,10 @@ class ToolSet:
     refresh_interval_s: float = 300.0
     generation: int = 0
     resource_version: str = ""
+    serve: bool = False  # also served as its own MCP endpoint, /mcp/v/{name} (a virtual server)
+    resources: tuple[ResourceSelection, ...] = ()  # empty = all
+    prompts: tuple[ToolSelection, ...] = ()  # empty = all; alias renames like a tool's
+    include: Inclusion = Inclusion()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -174,14 +215,27 @@ class ToolSet:
 
     def exposed_name(self, remote_name: str) -> str | None:
         """The name a remote tool gets here, or None when the set does not select it."""
-        if not self.tools:
-            return self.prefix + remote_name
-        for sel in self.tools:
-            if sel.name == remote_name:
-                if not sel.enabled:
-                    return None
-                return sel.alias if sel.alias else self.prefix + remote_name
-        return None
+        return _exposed(self.tools, self.prefix, remote_name)
+
+    def exposed_prompt(self, remote_name: str) -> str | None:
+        """The name a remote prompt gets here, or None when the set does not select it."""
+        return _exposed(self.prompts, self.prefix, remote_name)
+
+    def selects_resource(self, uri: str) -> bool:
+        """Whether the set exposes the upstream resource of this URI (or template of this URI template)."""
+        if not self.resources:
+            return True
+        return any(sel.uri == uri and sel.enabled for sel in self.resources)
+
+
+def _exposed(selections: tuple[ToolSelection, ...], prefix: str, remote_name: str) -> str | None:
+    """What a selection (empty: everything, under the prefix) calls a remote tool or prompt; None: not selected."""
+    if not selections:
+        return prefix + remote_name
+    for sel in selections:
+        if sel.name == remote_name:
+            return (sel.alias or prefix + remote_name) if sel.enabled else None
+    return None
 
 
 # -- helpers ----------------------------------------------------------------
@@ -318,15 +372,48 @@ def _tool_auth(value: Any) -> ToolAuth:
         raise ResourceError("spec.auth.type", f"expected one of {', '.join(_AUTH_TYPES)}, got {kind!r}")
     secret_ref = _string(auth.get("secretRef"), "spec.auth.secretRef") or None
     header = _string(auth.get("headerName"), "spec.auth.headerName") or None
-    passthrough = _bool(auth.get("passthroughUserToken"), "spec.auth.passthroughUserToken", False)
-    if kind in ("bearer", "api_key", "mtls") and secret_ref is None and not passthrough:
+    if _bool(auth.get("passthroughUserToken"), "spec.auth.passthroughUserToken", False):
+        raise ResourceError("spec.auth.passthroughUserToken", _PASSTHROUGH_REMOVED)
+    exchange = _token_exchange(auth.get("tokenExchange"))
+    if kind in ("bearer", "api_key", "mtls") and secret_ref is None:
         raise ResourceError("spec.auth.secretRef", f"required for auth type {kind}")
     if secret_ref is not None and ("/" in secret_ref or secret_ref.startswith(".")):
         raise ResourceError("spec.auth.secretRef", "must be a plain secret name")
     if kind == "api_key" and header is None:
         header = "X-Api-Key"
+    if exchange is not None and kind in ("bearer", "service_account") and \
+            (header or "authorization").lower() == exchange.header_name:
+        raise ResourceError("spec.auth.tokenExchange.headerName",
+                            f"auth type {kind} already sends {exchange.header_name}; name another header")
     return ToolAuth(type=kind, secret_ref=secret_ref, header_name=header,  # type: ignore[arg-type]
-                    passthrough_user_token=passthrough)
+                    token_exchange=exchange)
+
+
+_PASSTHROUGH_REMOVED = (
+    "removed: forwarding the caller's token upstream is forbidden by the MCP authorization spec; "
+    "use spec.auth.tokenExchange (OAuth 2.0 Token Exchange) so the upstream gets a token minted for it"
+)
+
+
+def _token_exchange(value: Any) -> TokenExchange | None:
+    spec = _mapping(value, "spec.auth.tokenExchange")
+    if value is None:
+        return None
+    where = "spec.auth.tokenExchange"
+    unknown = sorted(set(spec) - {"audience", "resource", "scope", "headerName"})
+    if unknown:
+        raise ResourceError(f"{where}.{unknown[0]}", "unknown field")
+    audience = _string(spec.get("audience"), f"{where}.audience", required=True)
+    resource = _string(spec.get("resource"), f"{where}.resource") or None
+    if resource is not None:
+        parts = urlsplit(resource)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise ResourceError(f"{where}.resource", "must be an absolute http(s) URL without a fragment")
+    scope = _string(spec.get("scope"), f"{where}.scope") or None
+    header = _string(spec.get("headerName"), f"{where}.headerName", default="authorization").lower()
+    if not header or not _HEADER_NAME.fullmatch(header):
+        raise ResourceError(f"{where}.headerName", "must be an HTTP header name")
+    return TokenExchange(audience=audience, resource=resource, scope=scope, header_name=header)
 
 
 def _annotations(value: Any) -> Mapping[str, Any]:
@@ -437,28 +524,69 @@ def _toolset_upstream(value: Any) -> ToolSetUpstream:
     return ToolSetUpstream(url=url, transport=transport, auth=auth, timeout_s=timeout)  # type: ignore[arg-type]
 
 
-def _selections(value: Any, prefix: str) -> tuple[ToolSelection, ...]:
+def _selections(value: Any, prefix: str, field_name: str = "spec.tools",
+                kind: str = "tool") -> tuple[ToolSelection, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise ResourceError("spec.tools", "expected a list")
+        raise ResourceError(field_name, "expected a list")
     out: list[ToolSelection] = []
     exposed: set[str] = set()
     for i, item in enumerate(value):
-        where = f"spec.tools[{i}]"
+        where = f"{field_name}[{i}]"
         entry = _mapping(item, where, required=True)
         name = _string(entry.get("name"), f"{where}.name", required=True)
         alias = _string(entry.get("alias"), f"{where}.alias") or None
         if alias is not None and not _TOOL_NAME.match(alias):
-            raise ResourceError(f"{where}.alias", "a tool name is 1-128 characters of A-Z a-z 0-9 _ - .")
+            raise ResourceError(f"{where}.alias", f"a {kind} name is 1-128 characters of A-Z a-z 0-9 _ - .")
         enabled = _bool(entry.get("enabled"), f"{where}.enabled", True)
         sel = ToolSelection(name=name, alias=alias, enabled=enabled)
         final = alias or prefix + name
         if sel.enabled and final in exposed:
-            raise ResourceError(where, f"tool name {final!r} is exposed twice")
+            raise ResourceError(where, f"{kind} name {final!r} is exposed twice")
         exposed.add(final)
         out.append(sel)
     return tuple(out)
+
+
+def _resource_selections(value: Any) -> tuple[ResourceSelection, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ResourceError("spec.resources", "expected a list")
+    out: list[ResourceSelection] = []
+    for i, item in enumerate(value):
+        where = f"spec.resources[{i}]"
+        entry = _mapping(item, where, required=True)
+        uri = _string(entry.get("uri"), f"{where}.uri", required=True)
+        if any(sel.uri == uri for sel in out):
+            raise ResourceError(f"{where}.uri", f"{uri!r} is selected twice")
+        out.append(ResourceSelection(uri=uri, enabled=_bool(entry.get("enabled"), f"{where}.enabled", True)))
+    return tuple(out)
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ResourceError(where, "expected a list of names")
+    out: list[str] = []
+    for i, item in enumerate(value):
+        name = _string(item, f"{where}[{i}]", required=True)
+        if name in out:
+            raise ResourceError(f"{where}[{i}]", f"{name!r} is listed twice")
+        out.append(name)
+    return tuple(out)
+
+
+def _inclusion(value: Any) -> Inclusion:
+    raw = _mapping(value, "spec.include")
+    unknown = sorted(set(raw) - {"tools", "resources", "prompts"})
+    if unknown:
+        raise ResourceError(f"spec.include.{unknown[0]}", "expected tools, resources or prompts")
+    return Inclusion(tools=_names(raw.get("tools"), "spec.include.tools"),
+                     resources=_names(raw.get("resources"), "spec.include.resources"),
+                     prompts=_names(raw.get("prompts"), "spec.include.prompts"))
 
 
 def parse_toolset(manifest: Mapping[str, Any]) -> ToolSet:
@@ -482,4 +610,8 @@ def parse_toolset(manifest: Mapping[str, Any]) -> ToolSet:
         refresh_interval_s=refresh,
         generation=generation,
         resource_version=rv,
+        serve=_bool(spec.get("serve"), "spec.serve", False),
+        resources=_resource_selections(spec.get("resources")),
+        prompts=_selections(spec.get("prompts"), prefix, "spec.prompts", "prompt"),
+        include=_inclusion(spec.get("include")),
     )

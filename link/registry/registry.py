@@ -20,13 +20,21 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from link.registry.content import Prompt, Resource, parse_prompt, parse_resource
 from link.registry.model import RefusedManifest, ResourceError, Tool, ToolSet, parse_tool, parse_toolset
 
-__all__ = ["KINDS", "ResourceKey", "ToolRegistry", "ToolSetStatus"]
+__all__ = ["CONTENT_KINDS", "KINDS", "ResourceKey", "ToolRegistry", "ToolSetStatus"]
 
 _log = logging.getLogger("stoa.link.registry")
 
-KINDS = ("Tool", "ToolSet")
+# MCP resources and prompts (see link.registry.content): stored apart from tools, so their changes
+# neither bump the tools' version nor invalidate tool lists.
+CONTENT_KINDS = ("Resource", "Prompt")
+KINDS = ("Tool", "ToolSet", *CONTENT_KINDS)
+_PARSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "Tool": parse_tool, "ToolSet": parse_toolset, "Resource": parse_resource, "Prompt": parse_prompt,
+}
+Entry = Tool | ToolSet | Resource | Prompt
 # (kind, namespace, name)
 ResourceKey = tuple[str, str, str]
 Listener = Callable[[], None]
@@ -82,7 +90,7 @@ def _fingerprint(manifest: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _same(a: Tool | ToolSet, b: Tool | ToolSet) -> bool:
+def _same(a: Entry, b: Entry) -> bool:
     """Equal apart from resourceVersion (a status write alone must not look like a change)."""
     return dataclasses.replace(a, resource_version=b.resource_version) == b
 
@@ -97,9 +105,15 @@ class ToolRegistry:
         # ToolSet key -> tools discovered on its upstream (already renamed).
         self._federated: dict[tuple[str, str], tuple[Tool, ...]] = {}
         self._toolset_status: dict[tuple[str, str], ToolSetStatus] = {}
+        # (tenant, OpenAPIImport name) -> the Tools that entry stands for (the Kubernetes source's imports;
+        # the files source expands them into plain Tool manifests instead).
+        self._imported: dict[tuple[str, str], tuple[Tool, ...]] = {}
         self._errors: dict[ResourceKey, ResourceError] = {}
         # (kind, namespace, name) -> (fingerprint, parsed resource): skips re-parsing unchanged manifests.
-        self._parsed: dict[ResourceKey, tuple[str, Tool | ToolSet]] = {}
+        self._parsed: dict[ResourceKey, tuple[str, Entry]] = {}
+        # kind (Resource|Prompt) -> (tenant, name) -> entry, and a version per kind.
+        self._content: dict[str, dict[tuple[str, str], Resource | Prompt]] = {k: {} for k in CONTENT_KINDS}
+        self._content_version: dict[str, int] = dict.fromkeys(CONTENT_KINDS, 0)
         self._listeners: list[Listener] = []
         self._views: dict[str, _View] = {}
         self._loaded_kinds: set[str] = set()
@@ -126,8 +140,21 @@ class ToolRegistry:
 
     def tenants(self) -> list[str]:
         with self._lock:
-            names = {t for t, _ in self._tools} | {t for t, _ in self._federated}
+            names = {t for t, _ in self._tools} | {t for t, _ in self._federated} | {t for t, _ in self._imported}
         return sorted(names)
+
+    def tool_resource(self, tenant: str, name: str) -> Tool | None:
+        """The Tool resource of that name, never a federated or imported namesake."""
+        return self._tools.get((tenant, name))
+
+    def imports(self) -> list[tuple[str, str]]:
+        """(tenant, name) of every OpenAPIImport entry that has Tools here."""
+        with self._lock:
+            return sorted(self._imported)
+
+    def imported(self, tenant: str, name: str) -> tuple[Tool, ...]:
+        """The Tools one OpenAPIImport entry stands for (empty when it has none)."""
+        return self._imported.get((tenant, name), ())
 
     def toolsets(self, tenant: str | None = None) -> list[ToolSet]:
         with self._lock:
@@ -140,6 +167,31 @@ class ToolRegistry:
     def toolset_status(self, tenant: str, name: str) -> ToolSetStatus:
         return self._toolset_status.get((tenant, name), ToolSetStatus())
 
+    def content_version(self, kind: str) -> int:
+        """Bumps on every change of the ``Resource`` (or ``Prompt``) entries."""
+        return self._content_version[kind]
+
+    def resources(self, tenant: str) -> list[Resource]:
+        """The tenant's Resource entries, sorted by name."""
+        with self._lock:
+            found = [r for (t, _), r in self._content["Resource"].items() if t == tenant and isinstance(r, Resource)]
+        return sorted(found, key=lambda r: r.name)
+
+    def all_resources(self) -> list[Resource]:
+        """Every tenant's Resource entries."""
+        with self._lock:
+            return [r for r in self._content["Resource"].values() if isinstance(r, Resource)]
+
+    def prompts(self, tenant: str) -> list[Prompt]:
+        """The tenant's Prompt entries, sorted by name."""
+        with self._lock:
+            found = [p for (t, _), p in self._content["Prompt"].items() if t == tenant and isinstance(p, Prompt)]
+        return sorted(found, key=lambda p: p.name)
+
+    def prompt(self, tenant: str, name: str) -> Prompt | None:
+        found = self._content["Prompt"].get((tenant, name))
+        return found if isinstance(found, Prompt) else None
+
     def errors(self) -> dict[ResourceKey, ResourceError]:
         """Why each refused resource was refused, keyed by (kind, namespace, name)."""
         with self._lock:
@@ -150,7 +202,10 @@ class ToolRegistry:
             return {
                 "tools": len(self._tools),
                 "federated_tools": sum(len(v) for v in self._federated.values()),
+                "imported_tools": sum(len(v) for v in self._imported.values()),
                 "toolsets": len(self._toolsets),
+                "resources": len(self._content["Resource"]),
+                "prompts": len(self._content["Prompt"]),
                 "errors": len(self._errors),
             }
 
@@ -191,7 +246,7 @@ class ToolRegistry:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
-        parsed: list[Tool | ToolSet] = []
+        parsed: list[Entry] = []
         errors: dict[tuple[str, str], ResourceError] = {}
         listed: set[tuple[str, str]] = set()
         for manifest in manifests:
@@ -202,8 +257,11 @@ class ToolRegistry:
             except ResourceError as err:
                 errors[(namespace, name)] = err
         with self._lock:
-            store: Mapping[tuple[str, str], Tool | ToolSet]
-            store = self._tools if kind == "Tool" else self._toolsets
+            store: Mapping[tuple[str, str], Entry]
+            if kind in CONTENT_KINDS:
+                store = self._content[kind]
+            else:
+                store = self._tools if kind == "Tool" else self._toolsets
             in_scope = [k for k in store if namespaces is None or k[0] in namespaces]
             changed = False
             for key in in_scope:
@@ -217,7 +275,8 @@ class ToolRegistry:
             for (namespace, name), error in errors.items():
                 self._errors[(kind, namespace, name)] = error
             self._loaded_kinds.add(kind)
-            if not self._ready and self._loaded_kinds.issuperset(KINDS):
+            # Tools decide readiness; a source re-lists Resource and Prompt too, ready or not.
+            if not self._ready and self._loaded_kinds.issuperset(("Tool", "ToolSet")):
                 self._ready = True
         for (namespace, name), error in errors.items():
             _log.warning("refused %s %s/%s: %s", kind, namespace, name, error)
@@ -228,6 +287,32 @@ class ToolRegistry:
     def mark_ready(self) -> None:
         """Declare the first load done (a source that has nothing to list)."""
         self._ready = True
+
+    def set_imported(self, tenant: str, name: str, tools: Iterable[Tool]) -> None:
+        """Replace the Tools an OpenAPIImport entry stands for; none removes the entry."""
+        key = (tenant, name)
+        new = tuple(sorted(tools, key=lambda t: t.name))
+        with self._lock:
+            changed = self._imported.get(key, ()) != new
+            if new:
+                self._imported[key] = new
+            else:
+                self._imported.pop(key, None)
+            if changed:
+                self._views.pop(tenant, None)
+                self._version += 1
+        if changed:
+            self._notify()
+
+    def record_error(self, key: ResourceKey, error: ResourceError | None) -> None:
+        """Record why a resource no kind of the registry parses was refused (None: it no longer is)."""
+        with self._lock:
+            if error is None:
+                self._errors.pop(key, None)
+            else:
+                self._errors[key] = error
+        if error is not None:
+            _log.warning("refused %s %s/%s: %s", *key, error)
 
     # -- writes from federation -----------------------------------------------
     def set_federated(self, tenant: str, toolset: str, tools: Iterable[Tool], status: ToolSetStatus) -> None:
@@ -263,7 +348,7 @@ class ToolRegistry:
         return unsubscribe
 
     # -- internals ------------------------------------------------------------
-    def _parse(self, kind: str, manifest: Mapping[str, Any]) -> Tool | ToolSet:
+    def _parse(self, kind: str, manifest: Mapping[str, Any]) -> Entry:
         if isinstance(manifest, RefusedManifest):
             raise manifest.error
         if kind not in KINDS:
@@ -275,14 +360,16 @@ class ToolRegistry:
         if fingerprint is not None and hit is not None and hit[0] == fingerprint:
             rv = _resource_version(manifest)
             return hit[1] if hit[1].resource_version == rv else dataclasses.replace(hit[1], resource_version=rv)
-        resource = parse_tool(manifest) if kind == "Tool" else parse_toolset(manifest)
+        resource: Entry = _PARSERS[kind](manifest)
         if fingerprint is not None:
             with self._lock:
                 self._parsed[key] = (fingerprint, resource)
         return resource
 
-    def _put(self, resource: Tool | ToolSet) -> bool:
+    def _put(self, resource: Entry) -> bool:
         """Store a resource (lock held); True when it changed anything visible."""
+        if isinstance(resource, Resource | Prompt):
+            return self._put_content(resource)
         store: dict[tuple[str, str], Any] = self._tools if isinstance(resource, Tool) else self._toolsets
         old = store.get(resource.key)
         store[resource.key] = resource
@@ -295,8 +382,23 @@ class ToolRegistry:
         self._version += 1
         return True
 
+    def _put_content(self, entry: Resource | Prompt) -> bool:
+        kind = "Resource" if isinstance(entry, Resource) else "Prompt"
+        store = self._content[kind]
+        old = store.get(entry.key)
+        store[entry.key] = entry
+        if old is not None and _same(old, entry):
+            return False
+        self._content_version[kind] += 1
+        return True
+
     def _remove(self, kind: str, key: tuple[str, str]) -> bool:
         self._parsed.pop((kind, key[0], key[1]), None)
+        if kind in CONTENT_KINDS:
+            if self._content[kind].pop(key, None) is None:
+                return False
+            self._content_version[kind] += 1
+            return True
         if kind == "Tool":
             if self._tools.pop(key, None) is None:
                 return False
@@ -315,6 +417,17 @@ class ToolRegistry:
             return view
         with self._lock:
             by_name = {t.name: t for (ten, _), t in self._tools.items() if ten == tenant}
+            for (ten, entry), imported in sorted(self._imported.items()):
+                if ten != tenant:
+                    continue
+                for tool in imported:
+                    # A Tool resource (or an earlier import) wins over an imported tool of the same name.
+                    if tool.name in by_name:
+                        self._errors[("OpenAPIImport", tenant, entry)] = ResourceError(
+                            "spec.openapi", f"tool {tool.name!r} clashes with another tool of the tenant; hidden"
+                        )
+                        continue
+                    by_name[tool.name] = tool
             for (ten, set_name), discovered in sorted(self._federated.items()):
                 if ten != tenant:
                     continue

@@ -131,6 +131,8 @@ class FileSource:
         self._file_errors: dict[str, str] = {}
         self._loaded = False
         self._problem = ""
+        # Documents that OpenAPIImport manifests point at: watched like the manifests themselves.
+        self._watched: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
@@ -186,21 +188,28 @@ class FileSource:
         for p in self._root.rglob("*"):
             # ConfigMap mounts keep the real files under "..data" directories; skip the hidden twins.
             hidden = any(part.startswith(".") for part in p.relative_to(self._root).parts)
-            if p.suffix not in _SUFFIXES or hidden:
+            # Shadow mode's drafts (*.draft.yaml) are never served: only promoted copies are.
+            if p.suffix not in _SUFFIXES or hidden or p.name.endswith(".draft.yaml"):
                 continue
             with contextlib.suppress(OSError):
                 st = p.stat()
                 if p.is_file():
                     out[str(p)] = (st.st_mtime_ns, st.st_size)
+        for doc in self._watched:
+            st_doc = _stat(doc)
+            out[f"openapi:{doc}"] = st_doc
         return out
 
     def _read_all(self, files: list[str]) -> dict[str, list[dict[str, Any]]]:
         env = os.environ if self._env is None else self._env
         out: dict[str, list[dict[str, Any]]] = {}
         errors: dict[str, str] = {}
+        watched: set[str] = set()
         for name in files:
+            if name.startswith("openapi:"):
+                continue  # a watched OpenAPI document: read through the import that names it
             try:
-                docs = load_manifests(Path(name))
+                docs = _expand_openapi(load_manifests(Path(name)), name, watched, env)
             except (OSError, ValueError) as exc:
                 why = str(exc) if isinstance(exc, ValueError) else f"{Path(name).name}: {exc.strerror}"
                 errors[name] = why
@@ -209,6 +218,7 @@ class FileSource:
                 continue
             out[name] = [_expanded(doc, env) for doc in docs]
         self._file_errors = errors
+        self._watched = watched
         return out
 
     def _apply(self, by_file: dict[str, list[dict[str, Any]]]) -> None:
@@ -233,6 +243,42 @@ class FileSource:
         self._problem = ""
         for name, why in self._file_errors.items():
             _log.warning("registry file %s: %s", name, why)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)  # missing now: a change all the same when it comes back
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _expand_openapi(docs: list[dict[str, Any]], file: str, watched: set[str],
+                    env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """OpenAPIImport manifests replaced by their Tools; OpenAPI documents themselves are data, not manifests.
+
+    Raises ValueError (a bad file: its last good resources stay) when an import cannot be expanded.
+    """
+    from link.openapi import sync
+
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        if sync.is_openapi_document(doc):
+            continue
+        if not sync.is_import(doc):
+            out.append(doc)
+            continue
+        try:
+            doc = expand_env(doc, env)
+            document = sync.spec_path(doc, file)
+            if document is not None:  # an inline document changes with the manifest itself
+                watched.add(str(document))
+            out.extend(sync.expand_import(doc, file))
+        except ResourceError as exc:
+            raise ValueError(f"{Path(file).name}: {exc}") from None
+        except sync.ImportError_ as exc:
+            raise ValueError(f"{Path(file).name}: {exc}") from None
+    return out
 
 
 def _expanded(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:

@@ -67,7 +67,8 @@ _EMAIL = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]"
 )
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ -]?[A-Za-z0-9]){11,32}")
-_CARD = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,22}(?![0-9])")
+# Groups may be separated by a space, '-' or '.' (as written on some receipts and forms).
+_CARD = re.compile(r"(?<![0-9])[0-9](?:[ .-]?[0-9]){12,22}(?![0-9])")
 _SSN = re.compile(r"(?<![0-9-])[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}(?![0-9-])")
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{1,4}\)[ .-]?)?[0-9]{1,5}(?:[ .-][0-9]{2,5}){1,5}(?![\w])"
@@ -98,7 +99,7 @@ def _auth_scheme(m: re.Match[str]) -> str:
 
 def _card(m: re.Match[str]) -> str | None:
     text = m.group(0)
-    groups = re.split(r"[ -]", text)
+    groups = re.split(r"[ .-]", text)
     digits = "".join(groups)
     if 13 <= len(digits) <= 19 and luhn_valid(digits):
         return "[card]"
@@ -109,7 +110,7 @@ def _card(m: re.Match[str]) -> str | None:
 
 
 def _card_in_groups(text: str, groups: list[str]) -> str | None:
-    seps = re.findall(r"[ -]", text)
+    seps = re.findall(r"[ .-]", text)
     n = len(groups)
     for size in range(n, 0, -1):
         for start in range(0, n - size + 1):

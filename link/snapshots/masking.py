@@ -5,8 +5,16 @@ Three layers, strictest first:
 1. secret headers (``authorization``, ``cookie`` …) and headers whose name holds a
    masked key are never stored: their value becomes ``[REDACTED]``;
 2. values under configured keys (``password``, ``token`` …) are replaced whole, in
-   JSON bodies (recursively), form bodies, query strings and JSON-looking text;
+   JSON bodies (recursively), form bodies, query strings, XML, JSON-looking text and
+   phrases (``password is …``, ``PIN: …``). Key names match by word, whatever the
+   spelling: case, ``-``/``_``, camelCase, prefixes (``x-api-key``, ``newPassword``,
+   ``user_password``);
 3. everything else goes through the PII detectors (:mod:`.detectors`).
+
+Detection reads the canonical spelling of a text (:func:`.decoding.canonical`:
+percent-encoding, HTML references, NFKC, invisible characters). A text in which
+something was masked is stored in that decoded spelling; any other text is stored
+as it came.
 
 Bodies are excerpts and may be cut mid-document; a JSON excerpt that no longer
 parses is masked as text, with key-based masking done by pattern instead.
@@ -19,8 +27,9 @@ import re
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, urlencode
 
+from link.snapshots.decoding import canonical
 from link.snapshots.detectors import QUICK_CHECK, luhn_valid, mask_text
 
 __all__ = ["REDACTED", "SECRET_HEADERS", "PiiMasker"]
@@ -33,6 +42,7 @@ SECRET_HEADERS = frozenset(
 # What an excerpt's cut may leave of an e-mail address or a long number.
 _CUT_TAIL = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]*|[0-9][0-9 .-]{5,})$")
 _KEY_CACHE_MAX = 4096
+_SUFFIX_KEY_MIN = 5  # key words this long also match at the end of a longer word
 # Bigger than any excerpt we keep, smaller than a decompression bomb.
 _MAX_INFLATED = 1 << 20
 
@@ -42,42 +52,63 @@ def _norm(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.lower())
 
 
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _words(key: str) -> list[str]:
+    """``newPassword`` -> new, Password; ``X_API_KEY`` -> X, API, KEY; ``APIKey`` -> API, Key."""
+    return [w for w in _WORD_SPLIT.split(key) if w]
+
+
+# key=value in query strings, form bodies and log-like text.
+_KV_PAIR = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.\-\[\]]{0,63})(\s?=\s?)([^&\s\"',;]*)")
+# "password": "…" / 'token': 123 in text that is JSON-ish but does not parse (cut excerpts).
+_JSON_PAIR = re.compile(
+    r"""(["'])([^"'\\\n]{1,64})\1(\s*:\s*)("(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^,}\]\s]+)"""
+)
+# <password>…</password> in XML and SOAP bodies (the tag's namespace prefix is ignored).
+_XML_PAIR = re.compile(r"<((?:[A-Za-z0-9_.-]+:)?([A-Za-z0-9_.-]{1,64}))((?:\s[^>]*)?>)([^<]*)")
+# "password is hunter2", "my PIN: 1234", "api key = …": one or two words, a connector, a value.
+_PHRASE = re.compile(
+    r"(?i)(?<![A-Za-z0-9_-])([A-Za-z][A-Za-z0-9_-]{0,40}(?: [A-Za-z][A-Za-z0-9_-]{0,40})?)"
+    r"(\s*(?:\bis\b|\bwas\b|\bset to\b|:|=>|->|=)\s*)"
+    r"(\"[^\"]*\"?|'[^']*'?|[^\s,;.]+(?:\.[^\s,;.]+)*)"
+)
+# Words after "password is" that describe it rather than being it.
+_NOT_A_VALUE = frozenset({
+    "a", "an", "the", "not", "no", "too", "invalid", "expired", "missing", "required", "wrong",
+    "incorrect", "empty", "null", "none", "valid", "set", "present", "absent", "revoked", "malformed",
+    "unknown", "weak", "strong", "short", "long", "needed", "optional", "reset", "changed", "ok",
+})
+
+
 class PiiMasker:
-    """Masks PII and secrets; every method adds the kinds it found to ``found``."""
+    """Masks PII and secrets; every method adds the kinds it found to ``found``.
+
+    The API shadow mode reuses: ``mask_text``, ``mask_json``, ``mask_headers``, ``mask_url``,
+    ``mask_body`` and ``is_masked_key``; nothing else is needed to mask a captured exchange.
+    """
 
     def __init__(self, mask_keys: Iterable[str] = (), secret_headers: Iterable[str] = SECRET_HEADERS) -> None:
         self._secret_headers = frozenset(h.lower() for h in secret_headers)
         # A secret header's value is as secret when a body carries it (echoes, debug dumps, logs).
         keys = [k for k in (*mask_keys, *self._secret_headers) if k.strip()]
-        self._keys = frozenset(k for k in (_norm(k) for k in keys) if k)
+        self._keys = frozenset(k for k in (_norm(canonical(k)) for k in keys) if k)
         self._key_cache: dict[str, bool] = {}
-        names = "|".join(sorted({re.escape(k) for k in keys}, key=len, reverse=True))
-        # "password": "…" / 'token': 123 in text that is JSON-ish but does not parse (cut excerpts).
-        self._json_pair = (
-            re.compile(
-                r"""(?i)(["'](?:[A-Za-z0-9_-]*?)(?:""" + names + r""")["']\s*:\s*)"""
-                r"""("(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^,}\]\s]+)"""
-            )
-            if names
-            else None
-        )
-        # password=… in query strings, form bodies and log-like text.
-        self._kv_pair = (
-            re.compile(r"(?i)(\b[A-Za-z0-9_-]*?(?:" + names + r")=)([^&\s\"',;]*)") if names else None
-        )
-        # <password>…</password> in XML and SOAP bodies.
-        self._xml_pair = (
-            re.compile(r"(?i)(<[A-Za-z0-9_:-]*?(?:" + names + r")(?:\s[^>]*)?>)([^<]*)") if names else None
-        )
+        self._suffix_keys = tuple(k for k in self._keys if len(k) >= _SUFFIX_KEY_MIN)
+        # Key words as one search: text without any of them needs no pair matching at all.
+        words = sorted({re.escape(w) for k in keys for w in _words(k)} | {re.escape(k) for k in self._keys},
+                       key=len, reverse=True)
+        self._names = re.compile("(?i:" + "|".join(words) + ")") if words else None
         # One search tells whether a string needs any work at all (most JSON values do not).
-        self._quick = re.compile(QUICK_CHECK.pattern + (r"|(?i:" + names + ")" if names else ""))
+        self._quick = re.compile(QUICK_CHECK.pattern + (r"|" + self._names.pattern if self._names else ""))
 
     # -- keys --------------------------------------------------------------------------------
     def is_masked_key(self, key: str) -> bool:
         """True when values under ``key`` are secret (``client_secret`` is, ``secretary`` is not)."""
         cached = self._key_cache.get(key)
         if cached is None:
-            cached = self._is_masked_key(key)
+            cached = self._is_masked_key(canonical(key))
             if len(self._key_cache) < _KEY_CACHE_MAX:  # bodies repeat their keys; bound it all the same
                 self._key_cache[key] = cached
         return cached
@@ -88,46 +119,85 @@ class PiiMasker:
             return False
         if norm in self._keys:
             return True
-        # Compound names: x_client_secret, userPassword, refresh-token-value.
-        parts = [p for p in re.split(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])", key) if p]
-        lowered = [p.lower() for p in parts]
+        # Compound names: x_client_secret, userPassword, refresh-token-value, NEW_PIN.
+        lowered = [w.lower() for w in _words(key)]
         for i in range(len(lowered)):
             for j in range(i + 1, len(lowered) + 1):
                 if "".join(lowered[i:j]) in self._keys:
                     return True
-        return False
+        # Names whose word boundaries were lost (HTTP/2 lower-cases headers: "newpassword"): a long
+        # key word may end a word. Only long ones: "pin" ends "spin", "secret" does not end "secretary".
+        return any(w.endswith(k) for w in (*lowered, norm) for k in self._suffix_keys)
 
     # -- text --------------------------------------------------------------------------------
     def mask_text(self, text: str, found: set[str]) -> str:
-        """Key=value secrets, then PII detectors."""
-        if not text or self._quick.search(text) is None:
+        """Key=value secrets and phrases, then PII detectors, on the decoded text.
+
+        Returns ``text`` unchanged when nothing was found, else the decoded text masked.
+        """
+        if not text:
             return text
-        text = self._mask_pairs(text, found)
-        return mask_text(text, found)
+        decoded = canonical(text)
+        if self._quick.search(decoded) is None:
+            return text
+        kinds: set[str] = set()
+        masked = mask_text(self._mask_pairs(decoded, kinds), kinds)
+        if not kinds:
+            return text
+        found |= kinds
+        return masked
 
     def _mask_pairs(self, text: str, found: set[str]) -> str:
+        if self._names is None or self._names.search(text) is None:
+            return text
         hit = False
 
         def _json(m: re.Match[str]) -> str:
             nonlocal hit
-            hit = True
-            value = m.group(2)
+            if not self.is_masked_key(m.group(2)):
+                return m.group(0)
+            value = m.group(4)
             quote = value[0] if value[:1] in ("'", '"') else ""
-            return f"{m.group(1)}{quote}{MASKED}{quote}"
+            if value.strip(quote) == "":
+                return m.group(0)
+            hit = True
+            return f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{quote}{MASKED}{quote}"
 
         def _kv(m: re.Match[str]) -> str:
             nonlocal hit
-            if not m.group(2):
+            if not m.group(3) or not self.is_masked_key(m.group(1)):
                 return m.group(0)
             hit = True
-            return f"{m.group(1)}{MASKED}"
+            return f"{m.group(1)}{m.group(2)}{MASKED}"
 
-        if self._json_pair is not None and (":" in text):
-            text = self._json_pair.sub(_json, text)
-        if self._kv_pair is not None and "=" in text:
-            text = self._kv_pair.sub(_kv, text)
-        if self._xml_pair is not None and "<" in text:
-            text = self._xml_pair.sub(_kv, text)
+        def _xml(m: re.Match[str]) -> str:
+            nonlocal hit
+            if not m.group(4).strip() or not self.is_masked_key(m.group(2)):
+                return m.group(0)
+            hit = True
+            return f"<{m.group(1)}{m.group(3)}{MASKED}"
+
+        def _phrase(m: re.Match[str]) -> str:
+            nonlocal hit
+            value = m.group(3)
+            if value.strip("\"'").lower() in _NOT_A_VALUE or not value.strip("\"'"):
+                return m.group(0)
+            words = m.group(1).split(" ")
+            # "my password", "api key", "the PIN": the last word, or the last two as one name.
+            names = [words[-1], "_".join(words[-2:])] if len(words) > 1 else words
+            if not any(self.is_masked_key(n) for n in names):
+                return m.group(0)
+            hit = True
+            quote = value[0] if value[:1] in ("'", '"') else ""
+            return f"{m.group(1)}{m.group(2)}{quote}{MASKED}{quote}"
+
+        if ":" in text and ('"' in text or "'" in text):
+            text = _JSON_PAIR.sub(_json, text)
+        if "=" in text:
+            text = _KV_PAIR.sub(_kv, text)
+        if "<" in text:
+            text = _XML_PAIR.sub(_xml, text)
+        text = _PHRASE.sub(_phrase, text)
         if hit:
             found.add("secret")
         return text
@@ -182,7 +252,7 @@ class PiiMasker:
         """A path with optional query string: secrets in the query masked, PII anywhere."""
         path, sep, query = url.partition("?")
         # Segment by segment, so an address in one segment cannot swallow the ones before it.
-        path = "/".join(self.mask_text(unquote(seg) if "%" in seg else seg, found) for seg in path.split("/"))
+        path = "/".join(self.mask_text(seg, found) for seg in path.split("/"))
         if not sep:
             return path
         return f"{path}?{self._mask_form(query, found)}"
@@ -234,8 +304,7 @@ class PiiMasker:
             return self.mask_text(text, found)
         if "x-www-form-urlencoded" in ctype:
             return self._mask_form(text, found)
-        # An encoded '@' would hide an e-mail address from the detectors.
-        return self.mask_text(unquote(text) if "%40" in text else text, found)
+        return self.mask_text(text, found)
 
 
 def _inflate(body: bytes, encoding: str) -> bytes | None:

@@ -22,7 +22,8 @@ SNAPSHOTS_PURGED = Counter(
 )
 SNAPSHOTS_DROPPED = Counter(
     "stoa_link_snapshots_dropped_total",
-    "Captured exchanges not stored, by reason (rate_limited, queue_full, too_large, error, closed).",
+    "Captured exchanges not stored, by reason (rate_limited, queue_full, too_large, error, closed, "
+    "no_request: a tapped local reply without its request).",
     ["reason"],
     registry=REGISTRY,
 )

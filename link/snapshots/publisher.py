@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from link.backoff import Backoff
 from link.metering.event import Record
 from link.metering.publisher import KafkaPublisher, PublishError
 from link.settings import MeteringSettings, SnapshotSettings
@@ -83,7 +84,7 @@ class SnapshotPublisher:
             metrics.SNAPSHOTS_PUBLISHED.labels("dropped").inc()
 
     async def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, _BACKOFF_MAX_S)
         while True:
             record = await self._queue.get()
             batch = [record]
@@ -95,8 +96,7 @@ class SnapshotPublisher:
             except PublishError as exc:
                 metrics.SNAPSHOTS_PUBLISHED.labels("failed").inc(len(batch))
                 self._warn(f"could not publish {len(batch)} snapshot(s) to {self.topic}: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception:  # a bug here must not end publishing for good
                 metrics.SNAPSHOTS_PUBLISHED.labels("failed").inc(len(batch))
@@ -105,7 +105,7 @@ class SnapshotPublisher:
             finally:
                 for _ in batch:
                     self._queue.task_done()
-            backoff = 0.5
+            backoff.reset()
             metrics.SNAPSHOTS_PUBLISHED.labels("ok").inc(len(batch))
 
     def _warn(self, message: str) -> None:

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from link.events import Exchange
-from link.metering import origin_from_settings
+from link.metering import EventOrigin, origin_from_settings
+from link.ratelimit.bucket import TokenBucket
 from link.settings import Settings
 from link.snapshots import metrics
 from link.snapshots.masking import PiiMasker
@@ -60,11 +61,8 @@ class SnapshotSink:
         self._tenants = frozenset(s.tenants)
         self._purge_interval_s = s.purge_interval_s
         self._clock = clock
-        # Token bucket over captures: a burst of a second's worth, then max_per_second.
-        self._rate = s.max_per_second
-        self._burst = max(1.0, s.max_per_second)
-        self._tokens = self._burst
-        self._refilled = time.monotonic()
+        # Captures are paced: a burst of a second's worth, then max_per_second.
+        self._rate = TokenBucket(s.max_per_second)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=s.queue_max)
         self._thread: threading.Thread | None = None
         self._error = ""
@@ -82,14 +80,7 @@ class SnapshotSink:
             return False
         if not (route_snapshots or self._all_tenants or tenant in self._tenants):
             return False
-        return self._take_token()
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
-        self._refilled = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._rate.allow():
             return True
         metrics.SNAPSHOTS_DROPPED.labels("rate_limited").inc()
         return False
@@ -103,6 +94,11 @@ class SnapshotSink:
             self._queue.put_nowait(exchange)
         except queue.Full:
             metrics.SNAPSHOTS_DROPPED.labels("queue_full").inc()
+
+    def set_gateway_id(self, gateway_id: str) -> None:
+        """Name the gateway by the control plane's id from now on (the writer thread reads one reference)."""
+        o = self._origin
+        self._origin = EventOrigin(gateway_id=gateway_id, instance=o.instance, mode=o.mode)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:

@@ -7,14 +7,18 @@ component that flushes on stop) and the decision-span observer.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from link.telemetry.decision_span import DecisionTracer
 from link.telemetry.envoy_tracing import ENVOY_SPAN_OPERATION, ENVOY_SPAN_TAGS, envoy_random_sampling_percent
 from link.telemetry.metrics import DecisionMetrics, RequestMetrics
 from link.telemetry.propagation import parse_traceparent, trace_context_from_metadata
-from link.telemetry.tracing import TracingComponent, build_tracer_provider
+from link.telemetry.tracing import (
+    TracingComponent,
+    build_tracer_provider,
+    observed_otlp_exporter,
+    otlp_endpoint_of,
+)
 
 if TYPE_CHECKING:
     from link.app import LinkApp
@@ -43,10 +47,10 @@ def install(app: LinkApp) -> None:
     tracing = app.settings.tracing
     if not tracing.enabled:
         return
-    provider = build_tracer_provider(tracing)
+    exporter = observed_otlp_exporter(tracing)
+    provider = build_tracer_provider(tracing, exporter)
     app.pipeline.add_observer(DecisionTracer(provider.get_tracer(TRACER_NAME)))
-    endpoint = tracing.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT", ""
-    )
-    app.add_component(TracingComponent(provider, endpoint))
+    endpoint = otlp_endpoint_of(tracing)
+    app.add_component(TracingComponent(provider, endpoint.describe() if endpoint else "the SDK's default endpoint",
+                                       exporter=exporter))
     app.extras["tracer_provider"] = provider

@@ -31,9 +31,6 @@ from link.telemetry.propagation import format_traceparent, parent_carrier
 __all__ = ["DecisionTracer"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-# Metadata keys Link's ext_authz answer carries to Envoy (and Envoy's span tags read back).
-META_DECISION = "decision"
-META_TRACE_ID = "trace_id"
 
 
 def _protocol_version(protocol: str) -> str | None:
@@ -71,9 +68,9 @@ class DecisionTracer:
         sc = span.get_span_context()
         if not sc.is_valid:
             return
-        meta = decision.metadata
-        meta[META_TRACE_ID] = f"{sc.trace_id:032x}"
-        meta[META_DECISION] = "allow" if decision.allowed else "deny"
+        record = decision.record
+        record.trace_id = f"{sc.trace_id:032x}"
+        record.decision = "allow" if decision.allowed else "deny"
         if decision.allowed and not from_envoy:
             # Envoy is not tracing: nobody else will give the upstream a trace context.
             decision.upstream_headers["traceparent"] = format_traceparent(sc.trace_id, sc.span_id,
@@ -85,7 +82,7 @@ class DecisionTracer:
 def _attributes(ctx: RequestContext, decision: Decision, template: str | None) -> dict[str, Any]:
     """Semantic-convention HTTP attributes plus Link's ``stoa.*``; absent values are left out."""
     req = ctx.request
-    meta = decision.metadata
+    record = decision.record
     route = ctx.route
     attributes: dict[str, Any] = {
         "http.request.method": req.method,
@@ -93,7 +90,7 @@ def _attributes(ctx: RequestContext, decision: Decision, template: str | None) -
         "url.scheme": req.scheme,
         "stoa.decision": "allow" if decision.allowed else "deny",
         "stoa.outcome": decision.outcome.value,
-        "stoa.entry": str(ctx.metadata.get("entry", "ext_authz")),
+        "stoa.entry": ctx.record.entry or "ext_authz",
     }
     optional = {
         "http.route": template,
@@ -101,9 +98,9 @@ def _attributes(ctx: RequestContext, decision: Decision, template: str | None) -
         "client.address": req.source_address or None,
         "network.protocol.version": _protocol_version(req.protocol),
         "user_agent.original": req.headers.get("user-agent"),
-        "stoa.tenant": meta.get("tenant") or None,
-        "stoa.consumer": meta.get("consumer") or None,
-        "stoa.tool": req.tool_name or meta.get("tool") or None,
+        "stoa.tenant": record.tenant or None,
+        "stoa.consumer": record.consumer or None,
+        "stoa.tool": req.tool_name or record.tool or None,
         "stoa.route": route.name if route is not None else None,
         "stoa.reason": decision.reason or None,
         "stoa.decision_id": ctx.decision_id or None,

@@ -10,6 +10,7 @@ keeps its own typed config objects.
 
 from __future__ import annotations
 
+from link.decision_metadata import link_key
 from link.settings import TracingSettings
 
 __all__ = ["ENVOY_SPAN_OPERATION", "ENVOY_SPAN_TAGS", "envoy_random_sampling_percent"]
@@ -18,7 +19,8 @@ _META = "envoy.filters.http.ext_authz"
 
 
 def _meta(key: str) -> str:
-    return f"%DYNAMIC_METADATA({_META}:{key})%"
+    # Link's fields carry their own prefix in the shared namespace (link.decision_metadata).
+    return f"%DYNAMIC_METADATA({_META}:{link_key(key)})%"
 
 
 # HttpConnectionManager.Tracing.operation: the server span's name, "{method} {route}".

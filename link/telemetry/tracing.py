@@ -20,8 +20,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from link.settings import ConfigError, TracingSettings
+from link.telemetry.endpoint import OtlpEndpoint, parse_otlp_endpoint
+from link.telemetry.export import ObservedExporter
 
-__all__ = ["TracingComponent", "build_tracer_provider"]
+__all__ = ["TracingComponent", "build_tracer_provider", "observed_otlp_exporter", "otlp_endpoint_of"]
 
 _log = logging.getLogger("stoa.link.telemetry")
 
@@ -47,6 +49,18 @@ def _resource(settings: TracingSettings) -> Resource:
     return Resource.create(attributes)
 
 
+def otlp_endpoint_of(settings: TracingSettings) -> OtlpEndpoint | None:
+    """``tracing.otlp_endpoint``, else the standard OTEL_* variables, in the one accepted form."""
+    raw = (settings.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+           or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "")
+    if not raw:
+        return None
+    try:
+        return parse_otlp_endpoint(raw)
+    except ValueError as exc:
+        raise ConfigError("tracing.otlp_endpoint", str(exc)) from None
+
+
 def _otlp_exporter(settings: TracingSettings) -> SpanExporter:
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -57,14 +71,23 @@ def _otlp_exporter(settings: TracingSettings) -> SpanExporter:
             f"the OTLP exporter cannot be loaded ({exc}); reinstall 'opentelemetry-proto' "
             "after 'xds-protos' (they ship the same module paths)",
         ) from None
-    return OTLPSpanExporter(endpoint=settings.otlp_endpoint or None)
+    endpoint = otlp_endpoint_of(settings)
+    if endpoint is None:
+        return OTLPSpanExporter(timeout=settings.export_timeout_s)
+    # The scheme decides, never the SDK's default (which reads a bare HOST:PORT as TLS).
+    return OTLPSpanExporter(endpoint=endpoint.url, insecure=not endpoint.tls, timeout=settings.export_timeout_s)
 
 
 def build_tracer_provider(settings: TracingSettings, exporter: SpanExporter | None = None) -> TracerProvider:
     """A provider exporting in batches from its own thread (``exporter`` replaces OTLP in tests)."""
     provider = TracerProvider(resource=_resource(settings), sampler=_sampler(settings))
-    provider.add_span_processor(BatchSpanProcessor(exporter or _otlp_exporter(settings)))
+    provider.add_span_processor(BatchSpanProcessor(exporter or ObservedExporter(_otlp_exporter(settings))))
     return provider
+
+
+def observed_otlp_exporter(settings: TracingSettings) -> ObservedExporter:
+    """The OTLP exporter, wrapped so its failures show in metrics and readiness."""
+    return ObservedExporter(_otlp_exporter(settings))
 
 
 class TracingComponent:
@@ -72,8 +95,10 @@ class TracingComponent:
 
     name = "tracing"
 
-    def __init__(self, provider: TracerProvider, endpoint: str, shutdown_timeout_s: float = 5.0) -> None:
+    def __init__(self, provider: TracerProvider, endpoint: str, shutdown_timeout_s: float = 5.0,
+                 exporter: ObservedExporter | None = None) -> None:
         self.provider = provider
+        self._exporter = exporter
         self._endpoint = endpoint
         self._timeout = shutdown_timeout_s
         self._stopped = False
@@ -92,5 +117,6 @@ class TracingComponent:
             _log.warning("tracing: spans not exported within %.0fs of shutdown were dropped", self._timeout)
 
     def readiness(self) -> tuple[bool, str]:
-        # Traces are diagnostics: a missing collector never makes Link unready.
-        return True, f"exporting spans to {self._endpoint}"
+        # Traces are diagnostics: a missing collector never makes Link unready, but the detail says so.
+        state = self._exporter.describe() if self._exporter is not None else "exporting"
+        return True, f"spans to {self._endpoint}: {state}"

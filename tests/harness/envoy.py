@@ -83,6 +83,6 @@ class EnvoyProcess:
 def envoy_for(link_addresses: list[str], upstream_url: str, **options: Any) -> EnvoyProcess:
     """An Envoy in front of ``upstream_url`` asking the given Link process(es)."""
     port = options.pop("listen_port", None) or free_port()
-    opts = EnvoyOptions(listen_address="127.0.0.1", listen_port=port, admin_port=0,
+    opts = EnvoyOptions(listen_address="127.0.0.1", listen_port=port, admin_port=options.pop("admin_port", 0),
                         link=tuple(link_addresses), upstream=upstream_url, **options)
     return EnvoyProcess(render_yaml(build_bootstrap(opts)), port)

@@ -3,7 +3,8 @@
 No real apiserver can run here (no binary is reachable, no cluster), so the
 tests of the Kubernetes registry source talk to this server instead. It speaks
 the same HTTP protocol the official ``kubernetes`` client speaks to a real
-apiserver, for ``gostoa.dev/v1alpha1`` ``tools`` and ``toolsets``:
+apiserver, for the ``gostoa.dev/v1alpha1`` kinds Link watches (``tools``, ``toolsets``,
+``resources``, ``prompts``, ``openapiimports``):
 
 - ``GET /apis/gostoa.dev/v1alpha1/[namespaces/{ns}/]{plural}``: a list
   (``{"kind": "ToolList", "metadata": {"resourceVersion": ...}, "items": [...]}``),
@@ -53,7 +54,8 @@ from tests.harness.procs import free_port
 GROUP = "gostoa.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-PLURALS = {"tools": "Tool", "toolsets": "ToolSet"}
+PLURALS = {"tools": "Tool", "toolsets": "ToolSet", "resources": "Resource", "prompts": "Prompt",
+           "openapiimports": "OpenAPIImport"}
 KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
 _PREFIX = f"/apis/{GROUP}/{VERSION}/"
 

@@ -1,4 +1,4 @@
-"""Run a whole Link process (LinkApp + gRPC + admin servers) in a background thread of the test process."""
+"""Run a whole Link process (LinkApp + gRPC + admin + MCP servers) in a background thread of the test process."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ T = TypeVar("T")
 # Test defaults: hermetic (no environment), dynamic ports, nothing written outside a temp dir.
 TEST_DEFAULTS: dict[str, Any] = {
     "server.grpc_address": "127.0.0.1:0",
+    "server.http_address": "127.0.0.1:0",
     "server.admin_address": "127.0.0.1:0",
     "server.shutdown_grace_s": 2.0,
     "metering.enabled": False,
     "snapshots.enabled": False,
     "registry.source": "none",
     "policy.enabled": False,
+    "mcp.port": 0,  # sidecar mode serves MCP in the same process, on a free port here
 }
 
 
@@ -57,6 +59,31 @@ class LinkThread:
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_address(self) -> str:
+        """Where the HTTP decision server listens, as Envoy's cluster takes it (the Unix socket if set)."""
+        assert self.runtime is not None and self.runtime.http is not None
+        return self.runtime.http.addresses[0]
+
+    def authz_options(self) -> dict[str, Any]:
+        """The EnvoyOptions that point Envoy's ext_authz at this Link, over its configured transport."""
+        from link.envoyconf.from_settings import envoy_options
+
+        derived = envoy_options(self.settings)
+        opts: dict[str, Any] = {"authz_transport": self.settings.server.authz_transport}
+        for name in ("api_key_header", "identity_headers", "identity_header_prefix", "authz_request_headers",
+                     "authz_upstream_headers", "authz_client_headers", "authz_body_prefixes"):
+            opts[name] = getattr(derived, name)
+        if self.settings.server.authz_transport == "http":
+            opts["link_http"] = (self.http_address,)
+        return opts
+
+    @property
+    def mcp_url(self) -> str:
+        """The base URL of the MCP server this process serves (sidecar mode, ``mcp.enabled``)."""
+        assert self.runtime is not None and self.runtime.mcp is not None
+        return self.runtime.mcp.base_url
 
     @property
     def admin_url(self) -> str:

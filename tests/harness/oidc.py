@@ -5,6 +5,13 @@
 - :class:`OidcServer`: serves an :class:`Issuer` over real HTTP on a free loopback port,
   laid out like Keycloak (``/realms/{realm}/.well-known/openid-configuration``,
   ``/realms/{realm}/protocol/openid-connect/certs``); counts fetches; can go down and up.
+  Its token endpoint (``/realms/{realm}/protocol/openid-connect/token``) implements the
+  OAuth 2.0 Token Exchange grant (RFC 8693) for confidential clients, as Keycloak does, and the
+  ``client_credentials`` grant for service accounts (claims per client, ``resource`` becomes the
+  audience as RFC 8707 asks), optionally with refresh tokens (``refresh_token`` grant, rotated);
+  and, for public clients, the authorization code flow with PKCE (S256 required, loopback redirect
+  URIs only): its authorization endpoint signs the user in at once (``sign_in_claims``), or
+  refuses with ``access_denied`` while ``deny_sign_in`` is set, as a user clicking "no" would.
 - :class:`OidcProviderMock`: the PyPI ``oidc-provider-mock`` provider as a real process,
   with :meth:`~OidcProviderMock.id_token` driving its authorization-code flow.
 """
@@ -32,6 +39,10 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from tests.harness.procs import ManagedProcess, free_port, wait_for_port
 
 _CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+CLIENT_CREDENTIALS_GRANT = "client_credentials"
+REFRESH_GRANT = "refresh_token"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
 @dataclass
@@ -104,6 +115,10 @@ class Issuer:
         return {
             "issuer": self.url,
             "jwks_uri": f"{base or self.url}/protocol/openid-connect/certs",
+            "token_endpoint": f"{base or self.url}/protocol/openid-connect/token",
+            "authorization_endpoint": f"{base or self.url}/protocol/openid-connect/auth",
+            "code_challenge_methods_supported": ["S256"],
+            "grant_types_supported": [TOKEN_EXCHANGE_GRANT, CLIENT_CREDENTIALS_GRANT, REFRESH_GRANT, "authorization_code"],
             "id_token_signing_alg_values_supported": sorted({k.alg for k in self.keys}),
         }
 
@@ -156,14 +171,82 @@ def mock_transport(
     return httpx.MockTransport(handler)
 
 
+@dataclass
+class Exchange:
+    """One token exchange the provider answered (what a test may check; no secrets)."""
+
+    client_id: str
+    subject: str
+    audience: str
+    resource: str | None
+    scope: str | None
+    status: int
+
+
+@dataclass
+class Grant:
+    """One token request the provider answered (grant type, client, HTTP status; no secrets)."""
+
+    grant_type: str
+    client_id: str
+    status: int
+    resource: str | None = None
+
+
+def _oauth_error(status: int, error: str, description: str) -> tuple[int, dict[str, Any]]:
+    return status, {"error": error, "error_description": description}
+
+
+def _basic_client(header: str | None) -> tuple[str, str] | None:
+    import base64
+
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    client, sep, secret = raw.partition(":")
+    return (client, secret) if sep else None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+
+    def do_POST(self) -> None:
+        srv = self.server
+        path = urlparse(self.path).path
+        srv.owner.counts[path] += 1
+        if path != f"/realms/{srv.owner.realm}/protocol/openid-connect/token":
+            self.send_error(404)
+            return
+        length = int(self.headers.get("content-length") or 0)
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode("utf-8", "replace")).items()}
+        status, body = srv.owner.token_endpoint(form, self.headers.get("authorization"))
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_GET(self) -> None:
         srv = self.server
         path = urlparse(self.path).path
         srv.owner.counts[path] += 1
+        # A hanging provider: the connection is accepted, the answer waits (bounded) for release.
+        srv.owner.released.wait(_HANG_BOUND_S)
         prefix = f"/realms/{srv.owner.realm}"
+        if path == f"{prefix}/protocol/openid-connect/auth":
+            query = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+            status, answer = srv.owner.authorize(query)
+            self.send_response(status)
+            for name, value in answer.items():
+                if name == "location":
+                    self.send_header(name, value)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         if path == f"{prefix}/.well-known/openid-configuration":
             body = srv.owner.issuer.discovery(base=f"{srv.owner.url}{prefix}")
         elif path == f"{prefix}/protocol/openid-connect/certs":
@@ -182,6 +265,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+_HANG_BOUND_S = 30.0
+
+
 class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = True
@@ -195,12 +281,33 @@ class OidcServer:
     (Keycloak behind an internal address).
     """
 
-    def __init__(self, realm: str = "stoa", public_url: str | None = None) -> None:
+    def __init__(self, realm: str = "stoa", public_url: str | None = None,
+                 clients: dict[str, str] | None = None, exchange_lifetime_s: int = 300,
+                 service_accounts: dict[str, dict[str, Any]] | None = None, client_token_lifetime_s: int = 300,
+                 refresh_tokens: bool = False, public_clients: set[str] | None = None,
+                 sign_in_claims: dict[str, Any] | None = None) -> None:
         self.realm = realm
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.issuer = Issuer(public_url or f"{self.url}/realms/{realm}")
         self.counts: Counter[str] = Counter()
+        # Confidential clients allowed to exchange tokens: client_id -> secret.
+        self.clients = dict(clients if clients is not None else {"stoa-link": "link-secret"})
+        self.exchange_lifetime_s = exchange_lifetime_s
+        self.exchanges: list[Exchange] = []
+        # client_credentials: the claims each client's service-account token carries (tenant, scope…).
+        self.service_accounts = dict(service_accounts or {})
+        self.client_token_lifetime_s = client_token_lifetime_s
+        self.refresh_tokens = refresh_tokens
+        # live refresh token -> (client, resource, subject, claims)
+        self._refresh: dict[str, tuple[str, str | None, str, dict[str, Any]]] = {}
+        self.grants: list[Grant] = []
+        self.public_clients = set(public_clients or ())
+        self.sign_in_claims = dict(sign_in_claims or {})
+        self.deny_sign_in = False
+        self._codes: dict[str, dict[str, str]] = {}  # one-time authorization codes
+        self.released = threading.Event()  # cleared while the provider hangs
+        self.released.set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -211,6 +318,137 @@ class OidcServer:
     @property
     def jwks_fetches(self) -> int:
         return self.counts[f"/realms/{self.realm}/protocol/openid-connect/certs"]
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/realms/{self.realm}/protocol/openid-connect/token"
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token this issuer signed (signature and expiry checked; audience not)."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = next((k for k in self.issuer.keys if k.kid == kid), None)
+        if key is None:
+            raise jwt.InvalidTokenError("unknown kid")
+        return dict(jwt.decode(token, key.public_pem(), algorithms=[key.alg], issuer=self.issuer.url,
+                               options={"verify_aud": False, "require": ["exp", "sub"]}))
+
+    def token_endpoint(self, form: dict[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
+        """RFC 8693 token exchange for a confidential client (client_secret_basic or _post)."""
+        if authorization is None and form.get("client_id") in self.public_clients:
+            status, body = self._public_client_token(form)
+            self.grants.append(Grant(form.get("grant_type", ""), form["client_id"], status, form.get("resource")))
+            return status, body
+        creds = _basic_client(authorization) or (
+            (form["client_id"], form.get("client_secret", "")) if "client_id" in form else None)
+        if creds is None or self.clients.get(creds[0]) != creds[1]:
+            return _oauth_error(401, "invalid_client", "client authentication failed")
+        client_id = creds[0]
+        if form.get("grant_type") in (CLIENT_CREDENTIALS_GRANT, REFRESH_GRANT):
+            status, body = self._service_account_token(client_id, form)
+            self.grants.append(Grant(str(form["grant_type"]), client_id, status, form.get("resource")))
+            return status, body
+        if form.get("grant_type") != TOKEN_EXCHANGE_GRANT:
+            return _oauth_error(400, "unsupported_grant_type", "only token exchange is served here")
+        if form.get("subject_token_type") != ACCESS_TOKEN_TYPE or not form.get("subject_token"):
+            return _oauth_error(400, "invalid_request", "an access token subject_token is required")
+        audience = form.get("audience")
+        if not audience:
+            return _oauth_error(400, "invalid_request", "audience is required")
+        try:
+            subject = self.verify(form["subject_token"])
+        except jwt.PyJWTError:
+            self.exchanges.append(Exchange(client_id, "", audience, form.get("resource"), form.get("scope"), 400))
+            return _oauth_error(400, "invalid_grant", "the subject token is not valid")
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer.url, "sub": subject["sub"], "aud": audience, "azp": client_id,
+            "act": {"sub": client_id}, "iat": now, "nbf": now, "exp": now + self.exchange_lifetime_s,
+            "typ": "Bearer", "jti": uuid.uuid4().hex,
+            "scope": form.get("scope") or subject.get("scope", ""),
+        }
+        if form.get("resource"):
+            claims["aud"] = [audience, form["resource"]]
+        if "tenant" in subject:
+            claims["tenant"] = subject["tenant"]
+        self.exchanges.append(Exchange(client_id, subject["sub"], audience, form.get("resource"), form.get("scope"),
+                                       200))
+        return 200, {"access_token": self.issuer.active.sign(claims), "issued_token_type": ACCESS_TOKEN_TYPE,
+                     "token_type": "Bearer", "expires_in": self.exchange_lifetime_s}
+
+    def _service_account_token(self, client_id: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """client_credentials (and its refresh) for a client with a service account."""
+        if client_id not in self.service_accounts:
+            return _oauth_error(400, "unauthorized_client", "the client has no service account")
+        resource = form.get("resource")
+        if form["grant_type"] == REFRESH_GRANT:
+            return self._refreshed(client_id, form)
+        extra = self.service_accounts[client_id]
+        if form.get("scope"):
+            granted = set(str(extra.get("scope", "")).split())
+            extra = {**extra, "scope": " ".join(s for s in form["scope"].split() if s in granted)}
+        return self._issue(client_id, f"service-account-{client_id}", resource, extra, self.refresh_tokens)
+
+    def _refreshed(self, client_id: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        held = self._refresh.pop(form.get("refresh_token", ""), None)
+        if held is None or held[0] != client_id:
+            return _oauth_error(400, "invalid_grant", "the refresh token is not valid")
+        _, resource, subject, extra = held
+        return self._issue(client_id, subject, form.get("resource") or resource, extra, True)
+
+    def _issue(self, client_id: str, subject: str, resource: str | None, extra: dict[str, Any],
+               with_refresh: bool) -> tuple[int, dict[str, Any]]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer.url, "sub": subject, "azp": client_id,
+            "aud": resource or "account", "iat": now, "nbf": now, "exp": now + self.client_token_lifetime_s,
+            "typ": "Bearer", "jti": uuid.uuid4().hex, **extra,
+        }
+        body: dict[str, Any] = {"access_token": self.issuer.active.sign(claims), "token_type": "Bearer",
+                                "expires_in": self.client_token_lifetime_s, "scope": claims.get("scope", "")}
+        if with_refresh:
+            refresh = uuid.uuid4().hex
+            self._refresh[refresh] = (client_id, resource, subject, extra)
+            body["refresh_token"] = refresh
+        return 200, body
+
+    def _public_client_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """The authorization code grant with PKCE, and refreshes, for a public client (no secret)."""
+        client_id = form["client_id"]
+        if form.get("grant_type") == REFRESH_GRANT:
+            return self._refreshed(client_id, form)
+        if form.get("grant_type") != "authorization_code":
+            return _oauth_error(400, "unauthorized_client", "a public client signs in with a code")
+        held = self._codes.pop(form.get("code", ""), None)
+        if held is None or held["client_id"] != client_id or held["redirect_uri"] != form.get("redirect_uri"):
+            return _oauth_error(400, "invalid_grant", "the code is not valid for this client and redirect")
+        import base64
+        import hashlib
+
+        digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+        if base64.urlsafe_b64encode(digest).decode().rstrip("=") != held["challenge"]:
+            return _oauth_error(400, "invalid_grant", "PKCE verification failed")
+        return self._issue(client_id, "user-1", held.get("resource") or None, self.sign_in_claims, True)
+
+    def authorize(self, query: dict[str, str]) -> tuple[int, dict[str, str]]:
+        """The authorization endpoint: (302, Location) to the client's redirect, or (400, an error page)."""
+        from urllib.parse import urlencode
+
+        client_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
+        target = urlparse(redirect)
+        if client_id not in self.public_clients or target.scheme != "http" or target.hostname != "127.0.0.1":
+            return 400, {"error": "invalid_request", "error_description": "unknown client or redirect"}
+        state = {"state": query["state"]} if "state" in query else {}
+        if query.get("response_type") != "code" or query.get("code_challenge_method") != "S256" \
+                or not query.get("code_challenge"):
+            answer = {"error": "invalid_request", "error_description": "PKCE S256 is required", **state}
+        elif self.deny_sign_in:
+            answer = {"error": "access_denied", "error_description": "the user said no", **state}
+        else:
+            code = uuid.uuid4().hex
+            self._codes[code] = {"client_id": client_id, "redirect_uri": redirect, "resource": query.get("resource", ""),
+                                 "challenge": query["code_challenge"]}
+            answer = {"code": code, **state}
+        return 302, {"location": f"{redirect}?{urlencode(answer)}"}
 
     def start(self) -> OidcServer:
         self._server = _Server(("127.0.0.1", self.port), _Handler)
@@ -239,6 +477,15 @@ class OidcServer:
             yield
         finally:
             self.start()
+
+    @contextmanager
+    def hanging(self) -> Iterator[None]:
+        """Inside the block the provider accepts connections but answers nothing; answers follow at exit."""
+        self.released.clear()
+        try:
+            yield
+        finally:
+            self.released.set()
 
     def __enter__(self) -> OidcServer:
         return self.start()

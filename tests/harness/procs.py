@@ -47,13 +47,13 @@ class ManagedProcess:
     """A child process we started and will stop (by its own PID only)."""
 
     def __init__(self, argv: Sequence[str], log_path: Path | None = None,
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None, inherit_env: bool = True) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             self.argv, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            env={**(os.environ if inherit_env else {}), **(env or {})}, cwd=cwd, start_new_session=True,
         )
 
     @property

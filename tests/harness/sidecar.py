@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,16 +12,28 @@ from tests.harness.envoy import EnvoyProcess, envoy_for
 from tests.harness.link_server import LinkThread, link_settings
 from tests.harness.upstream import EchoUpstream
 
+HARNESS_TIMEOUTS = {"authz_timeout_ms": 2000, "ext_proc_timeout_ms": 2000}
+
 
 class Sidecar:
     """``with Sidecar({"policy.enabled": True}, routes=[...]) as sc: sc.get("/x")``
 
     ``envoy_options`` go to the bootstrap generator (e.g. ``failure_mode="open"``,
-    ``ext_proc_prefixes=("/orders",)``).
+    ``ext_proc_prefixes=("/orders",)``); what points ext_authz at Link (transport, address,
+    headers, body routes) follows Link's settings. ``transport`` picks the decision path
+    (``http`` or ``grpc``; default: the settings' own); ``uds`` serves HTTP decisions on a Unix socket.
     """
 
     def __init__(self, overrides: dict[str, Any] | None = None, routes: list[dict[str, Any]] | None = None,
-                 envoy_options: dict[str, Any] | None = None, config_file: str | None = None) -> None:
+                 envoy_options: dict[str, Any] | None = None, config_file: str | None = None,
+                 transport: str | None = None, uds: bool = False) -> None:
+        overrides = dict(overrides or {})
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if transport is not None:
+            overrides["server.authz_transport"] = transport
+        if uds:
+            self._tmp = tempfile.TemporaryDirectory(prefix="stoa-uds-")
+            overrides["server.http_uds"] = str(Path(self._tmp.name) / "authz.sock")
         self.settings = link_settings(overrides, routes, config_file)
         self.upstream = EchoUpstream()
         self.link = LinkThread(self.settings)
@@ -36,7 +50,10 @@ class Sidecar:
         self.upstream.start()
         self.link.start()
         try:
-            self.envoy = envoy_for([self.link.grpc_address], self.upstream.url, **self._envoy_options).start()
+            # A loaded CI machine must not turn a slow first answer into Envoy's own 503/504: the
+            # harness gives Link 2 s (the product's default is 200 ms); tests of the timeout set theirs.
+            options = {**HARNESS_TIMEOUTS, **self.link.authz_options(), **self._envoy_options}
+            self.envoy = envoy_for([self.link.grpc_address], self.upstream.url, **options).start()
         except Exception:
             self.link.stop()
             self.upstream.stop()
@@ -61,6 +78,8 @@ class Sidecar:
             self.envoy.stop()
         self.link.stop()
         self.upstream.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def __enter__(self) -> Sidecar:
         return self.start()

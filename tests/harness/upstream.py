@@ -15,6 +15,8 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    # Every header line as received, in order (repeated names kept; ``headers`` keeps the last).
+    raw_headers: tuple[tuple[str, str], ...] = ()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -26,8 +28,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
-        seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = self._chunked()
+        else:
+            body = self.rfile.read(length) if length else b""
+        raw = tuple((k.lower(), v) for k, v in self.headers.items())
+        seen = Seen(self.command, self.path, dict(raw), body, raw)
         with self.server.lock:
             self.server.seen.append(seen)
         status = 200
@@ -41,6 +47,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _chunked(self) -> bytes:
+        """A chunked request body (Envoy re-frames bodies it buffered for ext_proc)."""
+        out = b""
+        for _ in range(100_000):  # bounded: a chunk per iteration
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return out
+            out += self.rfile.read(size)
+            self.rfile.readline()
+        return out
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

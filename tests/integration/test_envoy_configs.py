@@ -36,6 +36,8 @@ def test_envoy_accepts_committed_config(name: str) -> None:
     ["--primary-gateway", "kong", "--upstream", "https://kong.internal:8443", "--link", "unix:/tmp/link.sock"],
     ["--primary-gateway", "gravitee", "--ext-proc-prefix", "/orders", "--ext-proc-prefix", "/pay",
      "--otlp-endpoint", "127.0.0.1:4317", "--link", "127.0.0.1:9191,127.0.0.1:9192"],
+    ["--primary-gateway", "kong", "--authz-transport", "grpc", "--failure-mode", "open"],
+    ["--primary-gateway", "kong", "--link-http", "unix:/tmp/authz.sock", "--otlp-endpoint", "127.0.0.1:4317"],
 ])
 def test_envoy_accepts_generated_variants(args: list[str]) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -51,7 +53,8 @@ def test_envoy_config_rejects_bad_upstream(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_envoy_config_from_link_settings(tmp_path: Path) -> None:
-    """Routes are declared once: those needing bodies (snapshots, contracts, ext_proc) get ext_proc."""
+    """Routes are declared once: contract routes send their body in the check (no ext_proc stream);
+    snapshot routes are tapped (snapshots.capture: tap, the default), so they need no stream either."""
     import yaml
 
     cfg = tmp_path / "link.yaml"
@@ -70,10 +73,29 @@ def test_envoy_config_from_link_settings(tmp_path: Path) -> None:
     boot = yaml.safe_load(text)
     routes = boot["staticResources"]["listeners"][0]["filterChains"][0]["filters"][0]["typedConfig"][
         "routeConfig"]["virtualHosts"][0]["routes"]
-    assert [r["match"]["prefix"] for r in routes] == ["/orders/", "/pay", "/"]
+    assert [r["match"]["prefix"] for r in routes] == ["/orders/", "/"]
+    orders = routes[0]["typedPerFilterConfig"]
+    body = orders["envoy.filters.http.ext_authz"]["checkSettings"]["withRequestBody"]
+    assert body["maxRequestBytes"] == 1_048_576 and not body.get("allowPartialMessage")  # contracts.max_body_bytes
+    assert orders["envoy.filters.http.ext_proc"]["disabled"] is True  # one hop: no ext_proc stream
+    filters = [f["name"] for f in boot["staticResources"]["listeners"][0]["filterChains"][0]["filters"][0][
+        "typedConfig"]["httpFilters"]]
+    assert filters[-2:] == ["envoy.filters.http.tap", "envoy.filters.http.router"]
     link = next(c for c in boot["staticResources"]["clusters"] if c["name"] == "stoa_link")
     ports = [e["endpoint"]["address"]["socketAddress"]["portValue"]
              for e in link["loadAssignment"]["endpoints"][0]["lbEndpoints"]]
     assert ports == [9300, 9301]  # one endpoint per worker
     assert "otel_collector" in text and "randomSampling" in text
+    assert _validate(out).returncode == 0
+
+    # With snapshots.capture: ext_proc the snapshot route streams through ext_proc instead, and no tap.
+    data = yaml.safe_load(cfg.read_text())
+    data["snapshots"] = {"capture": "ext_proc"}
+    cfg.write_text(yaml.safe_dump(data))
+    assert cli_main(["envoy-config", "--config", str(cfg), "-o", str(out)]) == 0
+    boot = yaml.safe_load(out.read_text())
+    hcm = boot["staticResources"]["listeners"][0]["filterChains"][0]["filters"][0]["typedConfig"]
+    assert [r["match"]["prefix"] for r in hcm["routeConfig"]["virtualHosts"][0]["routes"]] == ["/orders/", "/pay",
+                                                                                              "/"]
+    assert "envoy.filters.http.tap" not in [f["name"] for f in hcm["httpFilters"]]
     assert _validate(out).returncode == 0

@@ -22,8 +22,8 @@ ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def sidecar():
-    with Sidecar(routes=ROUTES) as sc:
+def sidecar(transport: str):
+    with Sidecar(routes=ROUTES, transport=transport) as sc:
         yield sc
 
 
@@ -40,10 +40,14 @@ def test_allowed_request_reaches_upstream_with_injected_headers(sidecar: Sidecar
     assert r.headers["x-request-id"] == seen.headers["x-request-id"]
 
 
-def test_client_request_id_is_kept(sidecar: Sidecar) -> None:
+def test_client_request_id_is_replaced_and_kept_aside(sidecar: Sidecar) -> None:
+    """The request id metering and snapshots key on is Envoy's; the client's value travels as untrusted data."""
     r = sidecar.get("/public/rid", headers={"x-request-id": "abc-123"})
     assert r.status_code == 200
-    assert sidecar.upstream.requests[-1].headers["x-request-id"] == "abc-123"
+    seen = sidecar.upstream.requests[-1].headers
+    assert seen["x-request-id"] != "abc-123"
+    assert seen["x-client-request-id"] == "abc-123"
+    assert r.headers["x-request-id"] == seen["x-request-id"]
 
 
 def test_refused_request_gets_status_and_json_body(sidecar: Sidecar) -> None:
@@ -71,21 +75,22 @@ def test_upstream_errors_pass_through(sidecar: Sidecar) -> None:
 
 
 @pytest.mark.parametrize(("failure_mode", "expected"), [("closed", 503), ("open", 200)])
-def test_link_unreachable(failure_mode: str, expected: int) -> None:
+def test_link_unreachable(transport: str, failure_mode: str, expected: int) -> None:
     """Nothing listens where Link should be: fail closed is a 503 (never a 403), fail open passes."""
     dead_link = f"127.0.0.1:{free_port()}"
-    with EchoUpstream() as up, envoy_for([dead_link], up.url, failure_mode=failure_mode) as envoy:
+    with EchoUpstream() as up, envoy_for([dead_link], up.url, failure_mode=failure_mode, authz_transport=transport,
+                                         link_http=(dead_link,)) as envoy:
         r = httpx.get(f"{envoy.url}/public/x", timeout=10)
         assert r.status_code == expected
         assert len(up.requests) == (1 if expected == 200 else 0)
 
 
-def test_link_stopped_after_start_fails_closed() -> None:
-    settings = link_settings(routes=ROUTES)
+def test_link_stopped_after_start_fails_closed(transport: str) -> None:
+    settings = link_settings({"server.authz_transport": transport}, routes=ROUTES)
     with EchoUpstream() as up:
         link = LinkThread(settings).start()
         try:
-            with envoy_for([link.grpc_address], up.url) as envoy:
+            with envoy_for([link.grpc_address], up.url, **link.authz_options()) as envoy:
                 assert httpx.get(f"{envoy.url}/public/a", timeout=10).status_code == 200
                 link.stop()
                 r = httpx.get(f"{envoy.url}/public/b", timeout=10)

@@ -39,20 +39,20 @@ def idp() -> Iterator[OidcServer]:
 
 
 @pytest.fixture(scope="module")
-def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def keys_file(tmp_path_factory: pytest.TempPathFactory, transport: str) -> Path:
     path = tmp_path_factory.mktemp("secrets") / "api-keys.yaml"
     write_keys(path, {KEY_OLD: {"consumer": "partner-app", "tenant": "globex", "scopes": ["invoices:read"]}})
     return path
 
 
 @pytest.fixture(scope="module")
-def sidecar(idp: OidcServer, keys_file: Path) -> Iterator[Sidecar]:
+def sidecar(idp: OidcServer, keys_file: Path, transport: str) -> Iterator[Sidecar]:
     overrides = {
         "identity.keycloak_url": idp.keycloak_url,
         "identity.api_keys_file": str(keys_file),
         "identity.api_keys_reload_s": 0.05,
     }
-    with Sidecar(overrides, routes=ROUTES) as sc:
+    with Sidecar(overrides, routes=ROUTES, transport=transport) as sc:
         yield sc
 
 
@@ -132,3 +132,29 @@ def test_envoy_api_key_works_and_a_revoked_one_is_refused_after_rotation(
     refused = sidecar.get("/invoices/7", headers={"x-api-key": KEY_OLD})
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
     assert sidecar.get("/invoices/7", headers={"x-api-key": KEY_NEW}).status_code == 200
+
+
+def test_envoy_unknown_kid_while_the_provider_hangs_is_401_not_503() -> None:
+    # Envoy gives Link authz_timeout_ms (200 ms) and answers 503 itself past it. A token signed
+    # with a key Link has not seen starts a JWKS fetch; the provider hangs (accepts, never answers)
+    # so the fetch runs far past Envoy's budget. Link must answer 401 before that, and find the
+    # key once the fetch lands.
+    with OidcServer() as idp, Sidecar(
+        {"identity.keycloak_url": idp.keycloak_url, "identity.jwks_min_refresh_interval_s": 0,
+         "identity.jwks_fetch_timeout_s": 20},
+        routes=ROUTES,
+    ) as sc:
+        assert sc.get("/orders", headers=bearer(idp.issuer.token(sub="before"))).status_code == 200
+        fetches_at_start = idp.jwks_fetches
+        new_key = idp.issuer.rotate("ES256")
+        token = idp.issuer.token(key=new_key, sub="rotated")
+        before = len(sc.upstream.requests)
+        with idp.hanging():
+            answers = [sc.get("/orders", headers=bearer(token)) for _ in range(4)]
+            assert [r.status_code for r in answers] == [401] * 4
+            for r in answers:
+                assert r.headers["www-authenticate"].startswith('Bearer realm="stoa", error="invalid_token"')
+            assert idp.jwks_fetches == fetches_at_start + 1  # one fetch, shared, still hanging
+        assert len(sc.upstream.requests) == before
+        assert wait_until(lambda: sc.get("/orders", headers=bearer(token)).status_code == 200, timeout=15)
+        assert sc.upstream.requests[-1].headers["x-stoa-subject"] == "rotated"

@@ -50,8 +50,8 @@ def allowed_per_tenant(results: list[tuple[str, httpx.Response]]) -> dict[str, i
     return dict(Counter(t for t, r in results if r.status_code == 200))
 
 
-def test_exact_allow_counts_for_two_tenants_at_once() -> None:
-    with Sidecar({"ratelimit.tenants": TENANTS}, routes=ROUTES) as sc:
+def test_exact_allow_counts_for_two_tenants_at_once(transport: str) -> None:
+    with Sidecar({"ratelimit.tenants": TENANTS}, routes=ROUTES, transport=transport) as sc:
         results = hammer(sc.url)
         assert allowed_per_tenant(results) == EXPECTED
         assert len(sc.upstream.requests) == 8  # refusals never reached the upstream
@@ -72,22 +72,24 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-def _serve(config: dict[str, object], workdir: Path, name: str) -> tuple[ManagedProcess, str, str]:
-    """A separate ``stoa-link serve`` process: the process, its gRPC address and its admin URL."""
-    grpc_port, admin_port = free_port(), free_port()
+def _serve(config: dict[str, object], workdir: Path, name: str) -> tuple[ManagedProcess, str, str, str]:
+    """A separate ``stoa-link serve`` process: the process, its gRPC and HTTP decision addresses, its admin URL."""
+    grpc_port, admin_port, http_port = free_port(), free_port(), free_port()
     cfg = dict(config)
-    cfg["server"] = {"grpc_address": f"127.0.0.1:{grpc_port}", "admin_address": f"127.0.0.1:{admin_port}"}
+    cfg["server"] = {"grpc_address": f"127.0.0.1:{grpc_port}", "admin_address": f"127.0.0.1:{admin_port}",
+                     "http_address": f"127.0.0.1:{http_port}"}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = ManagedProcess([str(Path(sys.executable).parent / "stoa-link"), "serve", "--config", str(path)],
                           log_path=workdir / f"{name}.log", cwd=str(workdir))
     try:
         wait_for_port(grpc_port, timeout=30, proc=proc.proc)
+        wait_for_port(http_port, timeout=30, proc=proc.proc)
         wait_for_port(admin_port, timeout=30, proc=proc.proc)
     except Exception:
         proc.stop()
         raise RuntimeError(f"{name} did not start:\n{proc.log_text()[-3000:]}") from None
-    return proc, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{admin_port}"
+    return proc, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{http_port}", f"http://127.0.0.1:{admin_port}"
 
 
 def _redis_checks(admin_url: str) -> float:
@@ -100,21 +102,22 @@ def _redis_checks(admin_url: str) -> float:
 def test_two_link_processes_share_one_redis_budget(redis_server: RedisServer) -> None:
     config: dict[str, object] = {
         "metering": {"enabled": False}, "snapshots": {"enabled": False}, "registry": {"source": "none"},
-        "policy": {"enabled": False}, "routes": ROUTES,
+        "policy": {"enabled": False}, "routes": ROUTES, "mcp": {"port": 0},  # two processes: no fixed MCP port
         "ratelimit": {"backend": "redis", "redis_url": redis_server.url, "tenants": yaml.safe_load(TENANTS),
                       "redis_timeout_ms": 200},
     }
     with tempfile.TemporaryDirectory(prefix="stoa-rl-") as tmp:
         links = [_serve(config, Path(tmp), f"link{i}") for i in range(2)]
         try:
-            with EchoUpstream() as up, envoy_for([grpc for _, grpc, _ in links], up.url) as envoy:
+            with EchoUpstream() as up, envoy_for([grpc for _, grpc, _, _ in links], up.url,
+                                                 link_http=tuple(http for _, _, http, _ in links)) as envoy:
                 results = hammer(envoy.url)
                 assert allowed_per_tenant(results) == EXPECTED
                 assert len(up.requests) == 8
             # Both processes decided part of the traffic, each through Redis.
-            assert all(_redis_checks(admin) > 0 for _, _, admin in links)
+            assert all(_redis_checks(admin) > 0 for _, _, _, admin in links)
         finally:
-            for proc, _, _ in links:
+            for proc, _, _, _ in links:
                 proc.stop()
 
 

@@ -53,6 +53,7 @@ class Stack:
                             link=(self.link.grpc_address,), upstream=self.upstream.url,
                             authz_timeout_ms=2000,  # a loaded CI machine must not fail requests
                             otlp_endpoint=self.receiver.address if self.envoy_traces else None,
+                            **{k: v for k, v in self.link.authz_options().items() if k != "authz_timeout_ms"},
                             # Envoy exports every 5 s by default and does not flush on exit.
                             trace_flush_interval_ms=100)
         bootstrap = build_bootstrap(opts)

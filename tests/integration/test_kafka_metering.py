@@ -273,3 +273,121 @@ async def test_kafka_events_spooled_by_a_killed_sink_arrive_after_restart(tmp_pa
     assert _request_ids(reader.messages) == expected
     assert len(_event_ids(reader.messages)) == n  # events keep the id they were spooled with
     assert restarted.stats.replayed >= n
+
+
+_LOADED_CHILD = r"""
+import asyncio, random, sys, time
+from envoy.data.accesslog.v3 import accesslog_pb2
+from envoy.service.accesslog.v3 import als_pb2
+from link.events import OutcomeBus
+from link.grpc.accesslog import AccessLogService
+from link.metering import EventOrigin, MeteringSink
+from link.settings import MeteringSettings
+
+def message(run, first, count):
+    msg = als_pb2.StreamAccessLogsMessage()
+    for i in range(first, first + count):
+        entry = msg.http_logs.log_entry.add()
+        entry.request.request_id = f"{run}-{i:07d}"
+        entry.request.path = "/orders/1"
+        entry.request.request_method = 1  # GET
+        entry.response.response_code.value = 200
+        entry.common_properties.start_time.seconds = int(time.time())
+    return msg
+
+async def main(bootstrap, spool_dir, run):
+    # The defaults that matter here: spool_fsync "interval" (no fsync per write) and a linger.
+    settings = MeteringSettings(bootstrap_servers=bootstrap, spool_dir=spool_dir, send_timeout_s=2.0)
+    sink = MeteringSink(settings, EventOrigin("gw-1", "child", "sidecar"))
+    bus = OutcomeBus()
+    bus.add(sink)
+    await sink.start()
+
+    async def stream():
+        # Envoy's side of the access-log stream. When the handler asks for the next message it has
+        # handled the previous one: that is the point a message counts as accepted by Link.
+        i = 0
+        while i < 200_000:  # bounded; killed long before
+            n = random.randint(1, 40)
+            yield message(run, i, n)
+            i += n
+            sys.stdout.write(f"ACCEPTED {i}\n")
+            sys.stdout.flush()
+            await asyncio.sleep(0.001)
+
+    await AccessLogService(bus).StreamAccessLogs(stream(), None)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+"""
+
+
+def _accepted(log: str) -> int:
+    lines = [ln for ln in log.splitlines() if ln.startswith("ACCEPTED ")]
+    return int(lines[-1].split()[1]) if lines else 0
+
+
+@pytest.mark.parametrize("run", range(3))
+async def test_kafka_sigkill_of_link_under_load_loses_no_accepted_event(
+    broker: TansuBroker, tmp_path: Path, run: int
+) -> None:
+    import random
+
+    spool_dir = tmp_path / "spool"
+    kill_after = random.randint(2_000, 8_000)  # a random point under load, different each run
+    child = ManagedProcess(
+        [sys.executable, "-c", _LOADED_CHILD, broker.bootstrap, str(spool_dir), f"run{run}"],
+        log_path=tmp_path / "child.log", env={"PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
+    )
+    try:
+        assert wait_until(lambda: _accepted(child.log_text()) >= kill_after or not child.alive(), timeout=60)
+        assert child.alive(), child.log_text()[-2000:]
+    finally:
+        child.kill()  # SIGKILL: no stop(), no flush, no close, events in memory and in flight
+    n = _accepted(child.log_text())  # read after the kill: the last commit the child reported
+    assert n >= kill_after
+
+    restarted = MeteringSink(_settings(broker.bootstrap, spool_dir), EventOrigin("gw-1", "pod-1", "sidecar"))
+    await restarted.start()
+    try:
+        expected = {f"run{run}-{i:07d}" for i in range(n)}
+        async with TopicReader(broker.bootstrap, TOPIC) as reader:
+            assert await reader.read_until(lambda m: _request_ids(m) >= expected, within_s=60)
+            await _until(lambda: not restarted.spool.has_pending(), within_s=30)
+            await reader.poll()
+    finally:
+        await restarted.stop()
+    events = [json.loads(m.value) for m in reader.messages]
+    mine = [e for e in events if e["request_id"] in expected]
+    # Every accepted event arrived; duplicates (sent before the kill, replayed after) share an event_id.
+    assert len({e["event_id"] for e in mine}) == n
+    assert {e["request_id"] for e in mine} == expected
+    ids_per_request: dict[str, set[str]] = {}
+    for e in events:
+        ids_per_request.setdefault(e["request_id"], set()).add(e["event_id"])
+    assert all(len(ids) == 1 for ids in ids_per_request.values())
+
+
+def _kafka_sender_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        t for t in asyncio.all_tasks()
+        if not t.done() and "_sender_routine" in getattr(t.get_coro(), "__qualname__", "")
+    ]
+
+
+async def test_kafka_a_failed_producer_is_abandoned_not_left_retrying(broker: TansuBroker, sink: MeteringSink) -> None:
+    """Each failed send drops its producer; none may live on retrying its batches.
+
+    A producer left retrying delivers late copies next to the replay once the broker is back,
+    and over a long outage one such task piles up per reconnect attempt.
+    """
+    async with Traffic(sink) as traffic:
+        await _until(lambda: sink.stats.sent >= 100)
+        broker.pause()  # sends time out mid-flight: the worst case for a producer's pending batches
+        failed = sink.stats.failed
+        await _until(lambda: sink.stats.failed > failed)
+        await asyncio.sleep(3.0)  # several reconnect attempts, each with a producer of its own
+        traffic.paused = True
+        broker.resume()
+        await _until(lambda: not sink.spool.has_pending() and sink.stats.sent >= len(traffic.offered), 30)
+    await asyncio.sleep(1.5)  # a discarded producer's stop is bounded at one second
+    assert len(_kafka_sender_tasks()) <= 1  # the producer in use, nothing else

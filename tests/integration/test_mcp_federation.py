@@ -3,8 +3,7 @@ discovery, renaming, forwarded calls, and the upstream going away and coming bac
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from link.registry import ToolRegistry
 from mcp_server.embedded import EmbeddedMcpServer
+from tests.harness.mcp_registry import eventually, toolset_manifest
 from tests.harness.procs import free_port
 from tests.harness.upstream import EchoUpstream
 from tests.unit.mcp_server.support import settings, tool
@@ -25,17 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def toolset(name: str, url: str, transport: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "gostoa.dev/v1alpha1", "kind": "ToolSet",
-            "metadata": {"name": name, "namespace": "tenant-acme"},
-            "spec": {"upstream": {"url": url, "transport": transport, "timeoutSeconds": 5}, **spec}}
+    return toolset_manifest(name, "tenant-acme", url, transport=transport, **spec)
 
-
-async def eventually(predicate: Callable[[], bool], within: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def upstream_server(tmp_path: Path, echo_url: str, port: int) -> EmbeddedMcpServer:

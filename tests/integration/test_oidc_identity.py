@@ -51,10 +51,10 @@ def test_oidc_discovery_and_a_valid_token(idp: OidcServer) -> None:
         )
         assert d.allowed
         assert d.upstream_headers["x-stoa-tenant"] == "acme"
-        assert (d.metadata["consumer"], d.metadata["subject"], d.metadata["scopes"]) == (
+        assert (d.record.consumer, d.record.subject, d.record.scopes) == (
             "billing-app",
             "alice",
-            "invoices:read",
+            ("invoices:read",),
         )
         assert idp.counts["/realms/stoa/.well-known/openid-configuration"] == 1
         assert idp.jwks_fetches == 1

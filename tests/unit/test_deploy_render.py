@@ -23,12 +23,15 @@ from link.envoyconf.files import expected_files
 from link.injector import ANNOTATION_INJECT, ENVOY_CONTAINER, LINK_CONTAINER, InjectorConfig, sidecar_containers
 from link.injector.manifests import WORKLOADS
 from link.injector.manifests import main as manifests_main
+from link.registry.kubernetes.api import PLURALS
+from link.registry.kubernetes.source import WATCHED_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-GATEWAYS = ("kong", "gravitee", "webmethods")
+GATEWAYS = ("kong", "gravitee", "webmethods", "agentgateway")
 # overlay -> the namespace it installs into
-OVERLAYS = {"kong": "kong", "gravitee": "gravitee", "webmethods": "webmethods", "injector": "stoa-system"}
+OVERLAYS = {"kong": "kong", "gravitee": "gravitee", "webmethods": "webmethods", "agentgateway": "agentgateway",
+            "injector": "stoa-system"}
 K8S_VERSION = kubernetes_validate.latest_version()
 CRD_TYPED = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
@@ -88,7 +91,7 @@ def test_overlay_renders_and_every_object_validates(overlay: str) -> None:
 def test_base_renders_without_a_namespace() -> None:
     objs = render("base")
     assert {o["spec"]["names"]["kind"] for o in objs if o["kind"] == "CustomResourceDefinition"} == {
-        "Tool", "ToolSet"}
+        "Tool", "ToolSet", "Resource", "Prompt", "OpenAPIImport"}
     assert all("namespace" not in o["metadata"] for o in objs)
 
 
@@ -112,13 +115,14 @@ def test_gateway_deployment_carries_the_injected_sidecar(overlay: str) -> None:
         assert got == expected[name]
     assert pod["metadata"]["annotations"]["stoa.dev/injected"] == "true"
 
-    # Every ConfigMap the pod uses is rendered; every Secret is optional or issued by cert-manager.
+    # Every ConfigMap the pod needs is rendered (the others are optional); every Secret is optional.
     config_maps = {o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert unhash(volumes["stoa-envoy-config"]["configMap"]["name"]) == f"stoa-link-envoy-{overlay}"
+    assert unhash(volumes["stoa-link-config"]["configMap"]["name"]) == "stoa-link-config"
     for v in volumes.values():
         if "configMap" in v:
-            assert v["configMap"]["name"] in config_maps
+            assert v["configMap"]["name"] in config_maps or v["configMap"].get("optional") is True
         if "secret" in v:
             assert v["secret"].get("optional") is True
     for ref in containers[LINK_CONTAINER]["envFrom"]:
@@ -190,15 +194,18 @@ def test_webhook_policy_and_selectors() -> None:
     assert expr["operator"] == "NotIn" and labels[expr["key"]] in expr["values"]
 
 
-def test_rbac_is_tools_and_toolsets_only() -> None:
+def test_rbac_is_the_registry_kinds_only() -> None:
     objs = render("overlays/kong")
     roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
     assert [r["metadata"]["name"] for r in roles] == ["stoa-link-registry"]
     rules = sorted((tuple(r["apiGroups"]), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"])))
                    for r in roles[0]["rules"])
+    # Exactly what the Kubernetes source watches (and writes the status of), no more.
+    watched = sorted(PLURALS[kind] for kind in WATCHED_KINDS)
+    assert watched == ["openapiimports", "prompts", "resources", "tools", "toolsets"]
     assert rules == [
-        (("gostoa.dev",), ("tools", "toolsets"), ("get", "list", "watch")),
-        (("gostoa.dev",), ("tools/status", "toolsets/status"), ("patch", "update")),
+        (("gostoa.dev",), tuple(watched), ("get", "list", "watch")),
+        (("gostoa.dev",), tuple(f"{p}/status" for p in watched), ("patch", "update")),
     ]
     bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     assert [b["subjects"][0]["name"] for b in bindings] == ["stoa-link"]
@@ -236,3 +243,57 @@ def test_one_image_setting_moves_link_everywhere(tmp_path: Path) -> None:
     (injector,) = find(objs, "Deployment", "stoa-link-injector")["spec"]["template"]["spec"]["containers"]
     assert injector["image"] == wanted
     assert f"--link-image={wanted}" in injector["args"]
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_mcp_is_served_by_the_link_container_and_reachable(overlay: str) -> None:
+    """MCP on 3001: a container port of Link, a port of the gateway's Service, allowed by the NetworkPolicy."""
+    objs = render(f"overlays/{overlay}")
+    workload = WORKLOADS[overlay]
+    pod = find(objs, "Deployment", workload.deployment)["spec"]["template"]["spec"]
+    link_c = {c["name"]: c for c in pod["containers"]}[LINK_CONTAINER]
+    assert {"name": "stoa-mcp", "containerPort": 3001, "protocol": "TCP"} in link_c["ports"]
+    env = {e["name"]: e.get("value") for e in link_c["env"]}
+    assert (env["STOA_MCP_ENABLED"], env["STOA_MCP_HOST"], env["GATEWAY_PORT"]) == ("true", "0.0.0.0", "3001")
+    assert link_c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": 3001}
+    service = find(objs, "Service", workload.service)
+    assert {"name": "stoa-mcp", "port": 3001, "protocol": "TCP", "targetPort": "stoa-mcp"} in service["spec"]["ports"]
+    (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert {8080, 8081, 3001} <= allowed
+    # The gateway's own port is not open to other pods: only Envoy reaches it, over loopback.
+    from link.settings import PRIMARY_GATEWAY_PORTS
+
+    assert PRIMARY_GATEWAY_PORTS[overlay] not in allowed
+
+
+@pytest.mark.parametrize("overlay", GATEWAYS)
+def test_link_settings_file_loads_and_names_only_mounted_paths(overlay: str, tmp_path: Path) -> None:
+    """The overlay's link.yaml is valid Link configuration, and every file it names is on a volume of Link."""
+    from link.settings import load_settings
+
+    objs = render(f"overlays/{overlay}")
+    pod = find(objs, "Deployment", WORKLOADS[overlay].deployment)["spec"]["template"]["spec"]
+    link_c = {c["name"]: c for c in pod["containers"]}[LINK_CONTAINER]
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and unhash(o["metadata"]["name"]) == "stoa-link-config"]
+    path = tmp_path / "link.yaml"
+    path.write_text(cm["data"]["link.yaml"])
+    settings = load_settings(str(path), env={})
+    assert settings.routes, "the overlay ships at least one example route"
+    assert settings.policy.enabled and settings.policy.paths == []  # the built-in default policy
+    assert settings.registry.source == "kubernetes"
+    mounts = [m["mountPath"] for m in link_c["volumeMounts"]]
+    named = [settings.identity.api_keys_file, *settings.policy.paths, *settings.contracts.paths,
+             *([settings.registry.path] if settings.registry.path else [])]
+    for file in filter(None, named):
+        assert any(file == m or file.startswith(m.rstrip("/") + "/") for m in mounts), file
+    # MCP checks Host against the names the Service gives it, so OAuth tokens can be bound to them:
+    # with JWTs on (KEYCLOAK_URL) the same file must still load (no exit 2 for a missing mcp.resource_url).
+    service, namespace = WORKLOADS[overlay].service, OVERLAYS[overlay]
+    assert f"{service}.{namespace}.svc:3001" in settings.mcp.allowed_hosts
+    container_env = {e["name"]: e["value"] for e in link_c["env"] if "value" in e}
+    assert container_env["STOA_MCP_HOST"] == "0.0.0.0"  # off loopback: Host is checked only by allowed_hosts
+    load_settings(str(path), env={**container_env, "KEYCLOAK_URL": "https://keycloak.example.com"})
+    # The args point at this file where the ConfigMap is mounted.
+    config_mount = next(m["mountPath"] for m in link_c["volumeMounts"] if m["name"] == "stoa-link-config")
+    assert link_c["args"][link_c["args"].index("--config") + 1] == f"{config_mount}/link.yaml"

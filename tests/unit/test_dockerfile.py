@@ -174,11 +174,14 @@ def test_entry_point_matches_the_commands_the_manifests_use() -> None:
     (entry,) = final.all("ENTRYPOINT")
     (cmd,) = final.all("CMD")
     assert entry == '["stoa-link"]'
-    assert tuple(json.loads(cmd)) == InjectorConfig().link_args
+    # The sidecar runs the image's command, plus the settings file it mounts (--config).
+    args = InjectorConfig().link_args
+    assert args[:len(json.loads(cmd))] == tuple(json.loads(cmd))
     from link.cli import build_parser
 
     parser = build_parser()
-    assert parser.parse_args(list(InjectorConfig().link_args)).command == "serve"
+    parsed = parser.parse_args(list(args))
+    assert parsed.command == "serve" and parsed.config == "/etc/stoa-link/config/link.yaml"
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

@@ -43,7 +43,7 @@ def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("env", "overrides", "yaml_text", "key"), [
     ({"GATEWAY_MODE": "turbo"}, {}, None, "mode"),
-    ({"GATEWAY_MODE": "proxy"}, {}, None, "mode"),
+    ({"GATEWAY_MODE": "proxy"}, {}, None, "proxy.upstream"),
     ({"GATEWAY_PORT": "seventy"}, {}, None, "mcp.port"),
     ({"GATEWAY_PORT": "70000"}, {}, None, "mcp.port"),
     ({"OPA_ENABLED": "perhaps"}, {}, None, "policy.enabled"),
@@ -80,7 +80,7 @@ def test_unknown_flag_key() -> None:
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["serve", "--mode=proxy"], "mode"),
+    (["serve", "--mode=proxy"], "proxy.upstream"),
     (["serve", "--metering-enabled=maybe"], "metering.enabled"),
     (["serve", "--set", "ratelimit.backend=redis"], "ratelimit.redis_url"),
     (["serve", "--set", "nope.key=1"], "nope.key"),

@@ -16,6 +16,21 @@ allow if {
 	input.stoa.tool.tenant == input.stoa.principal.tenant
 }
 
+# MCP resources and prompts: the same rule as tools.
+allow if input.stoa.resource.tenant == "demo"
+
+allow if input.stoa.prompt.tenant == "demo"
+
+allow if {
+	input.stoa.resource.tenant != null
+	input.stoa.resource.tenant == input.stoa.principal.tenant
+}
+
+allow if {
+	input.stoa.prompt.tenant != null
+	input.stoa.prompt.tenant == input.stoa.principal.tenant
+}
+
 # The billing API: reading needs invoices:read, writing invoices:write.
 allow if {
 	input.parsed_path[0] == "api"

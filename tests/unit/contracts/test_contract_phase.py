@@ -7,15 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from link.model import Decision, Request, RequestContext, RouteMatch
+from link.model import CredentialKind, Decision, Principal, Request, RequestContext, RouteMatch
 from link.pipeline.contract import ContractPhase, build_contract_phase
 from link.settings import ConfigError, load_settings
 
 EXAMPLE = str(Path(__file__).resolve().parents[3] / "examples" / "contracts")
 
 
+# The example contract is classification H (rate-limit, auth-jwt): a limit must be able to apply.
+LIMITED = {"ratelimit.tenant_default": "1000/min"}
+JWT_CALLER = Principal(kind=CredentialKind.JWT, subject="alice", consumer="billing-app", tenant="tenant-acme")
+
+
 def _phase(**contracts: object) -> ContractPhase:
-    overrides = {"contracts.paths": [EXAMPLE], **{f"contracts.{k}": v for k, v in contracts.items()}}
+    overrides = {"contracts.paths": [EXAMPLE], **LIMITED, **{f"contracts.{k}": v for k, v in contracts.items()}}
     return build_contract_phase(load_settings(env={}, overrides=overrides))
 
 
@@ -26,8 +31,10 @@ def _ctx(method: str, path: str, *, query: str = "", body: bytes | None = None, 
         hdrs.setdefault("content-type", "application/json")
         hdrs.setdefault("content-length", str(len(body)))
     route = RouteMatch(name="billing", contract=bound) if bound else None
-    return RequestContext(request=Request(method=method, path=path, headers=hdrs, query=query, body=body),
-                          route=route)
+    ctx = RequestContext(request=Request(method=method, path=path, headers=hdrs, query=query, body=body),
+                         route=route, principal=JWT_CALLER)
+    ctx.record.ratelimit_applied = True  # as the rate-limit phase, which runs before, leaves it
+    return ctx
 
 
 async def _decide(phase: ContractPhase, ctx: RequestContext) -> Decision | None:
@@ -38,7 +45,7 @@ async def test_valid_calls_pass_and_are_marked() -> None:
     phase = _phase()
     ctx = _ctx("GET", "/invoices/42", query="expand=lines")
     assert await _decide(phase, ctx) is None
-    assert ctx.metadata["contract"] == "billing" and ctx.metadata["operation_id"] == "getInvoice"
+    assert ctx.record.contract == "billing" and ctx.record.operation_id == "getInvoice"
     body = json.dumps({"customer": "acme", "amount": 12.5, "currency": "EUR"}).encode()
     assert await _decide(phase, _ctx("POST", "/invoices", body=body)) is None
 
@@ -60,7 +67,7 @@ async def test_violations_name_the_field_and_the_reason(method: str, path: str, 
     assert decision is not None
     assert (decision.http_status, decision.message) == (status, message)
     assert decision.outcome.value == "invalid"
-    assert ctx.metadata["contract_violation"] == message
+    assert ctx.record.contract_violation == message
 
 
 async def test_unknown_path_and_method_on_a_bound_route() -> None:
@@ -96,7 +103,7 @@ async def test_body_not_forwarded_checks_what_link_has() -> None:
     phase = _phase()
     ctx = _ctx("POST", "/invoices", headers={"content-length": "40", "content-type": "application/json"})
     assert await _decide(phase, ctx) is None  # required body fields cannot be checked without the body
-    assert ctx.metadata["contract_body"] == "unavailable"
+    assert ctx.record.contract_body == "unavailable"
     # A path parameter is still checked.
     bad = _ctx("DELETE", "/invoices/x", headers={"content-length": "2"})
     decision = await _decide(phase, bad)
@@ -107,8 +114,8 @@ async def test_observe_mode_only_counts_and_marks() -> None:
     phase = _phase(mode="observe")
     ctx = _ctx("POST", "/invoices", body=b'{"customer": "acme"}')
     assert await _decide(phase, ctx) is None
-    assert ctx.metadata["contract_violation"] == "amount: is required"
-    assert ctx.metadata["contract_mode"] == "observe"
+    assert ctx.record.contract_violation == "amount: is required"
+    assert ctx.record.contract_mode == "observe"
 
 
 def test_route_bound_to_a_missing_contract_stops_start_up() -> None:

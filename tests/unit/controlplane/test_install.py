@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import generate_latest
 
 from link.app import LinkApp
@@ -58,3 +60,41 @@ async def test_registration_shows_in_readiness_and_metrics() -> None:
     # The heartbeat's status mirrors the app's own readiness.
     assert beat.body["status"] == ("healthy" if ready_now else "degraded")
     assert beat.body["uptime_s"] >= 0
+
+
+def test_mcp_is_a_feature_only_where_mcp_is_served() -> None:
+    from link.controlplane import enabled_features
+
+    def features(**over: object) -> list[str]:
+        return enabled_features(Settings.model_validate(over))
+
+    assert "mcp" in features(mode="sidecar")  # `serve` serves MCP in the same process
+    assert "mcp" in features(mode="edge-mcp")
+    assert "mcp" not in features(mode="sidecar", mcp={"enabled": False})
+
+
+async def test_one_registration_per_pod_the_workers_follow_its_gateway_id(tmp_path: Path) -> None:
+    """The registering process writes the id; a worker (no url, same file) stamps its events with it."""
+    shared = str(tmp_path / "gateway-id")
+    with ControlPlaneServer(heartbeat_interval_s=0.05) as cp:
+        first = LinkApp(Settings.model_validate({"controlplane": {
+            "url": cp.url, "heartbeat_interval_min_s": 0.01, "gateway_id_file": shared}}),
+            plugins=("link.controlplane",))
+        worker = LinkApp(Settings.model_validate({"controlplane": {"gateway_id_file": shared}}),
+                         plugins=("link.controlplane",))
+        seen: list[str] = []
+        worker.on_gateway_id(seen.append)
+        assert "controlplane" not in worker.extras  # no client: the worker never registers
+        await worker.start()
+        await first.start()
+        try:
+            await until(lambda: worker.gateway_id is not None, timeout=10)
+            registered = first.extras["controlplane"].gateway_id
+            _, details = worker.readiness()
+        finally:
+            await first.stop()
+            await worker.stop()
+        assert len(cp.of_kind("register")) == 1
+    assert worker.gateway_id == first.gateway_id == registered
+    assert seen == [registered]
+    assert details["controlplane"]["detail"] == f"worker of gateway {registered} (the first process registers)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 
 from link.identity.jwks import FetchError, parse_jwks
@@ -242,4 +243,81 @@ async def test_rotation_without_kids_is_found_through_a_refresh(idp: IdpDouble) 
         assert await phase(ctx_for(bearer(token))) is None
         assert idp.jwks_fetches == 2
     finally:
+        await phase.stop()
+
+
+class HangingTransport(httpx.AsyncBaseTransport):
+    """The issuer's transport behind a gate: while ``released`` is clear, requests wait (a hung provider)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.released = asyncio.Event()
+        self.waiting = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self.released.wait(), timeout=30)  # bounded: a test never hangs forever
+        finally:
+            self.waiting -= 1
+        return await self._inner.handle_async_request(request)
+
+
+async def _bounded(coro: Any) -> Any:
+    # A safety bound for the test run only: the assertion is that the answer comes while the
+    # provider still hangs (the gate is never opened before it), not how fast it comes.
+    return await asyncio.wait_for(coro, timeout=10)
+
+
+async def test_unknown_kid_while_provider_hangs_is_refused_at_once_then_found(idp: IdpDouble) -> None:
+    hanging = HangingTransport(idp.transport)
+    hanging.released.set()
+    phase = IdentityPhase(identity_settings(jwks_min_refresh_interval_s=0), transport=hanging)
+    await phase.start()
+    try:
+        new_key = idp.issuer.rotate("ES256")
+        hanging.released.clear()
+        token = idp.issuer.token(key=new_key, sub="rotated")
+        answers = [await _bounded(phase(ctx_for(bearer(token)))) for _ in range(5)]
+
+        assert hanging.waiting == 1  # one fetch in flight, shared by every miss
+        for decision in answers:
+            assert decision is not None
+            assert (decision.http_status, decision.reason) == (401, "unknown_key")
+        assert idp.jwks_fetches == 1  # the hung fetch has not reached the provider's handler yet
+
+        hanging.released.set()  # the fetch lands behind the refused requests
+        for _ in range(200):
+            if hanging.waiting == 0 and phase.readiness()[1].startswith(f"{ISSUER_URL}: 2 "):
+                break
+            await asyncio.sleep(0.01)
+        ctx = ctx_for(bearer(token))
+        assert await phase(ctx) is None and ctx.principal.subject == "rotated"
+    finally:
+        hanging.released.set()
+        await phase.stop()
+
+
+async def test_first_fetch_hanging_answers_503_at_once_and_keys_arrive_behind(idp: IdpDouble) -> None:
+    # No keys were ever loaded (the provider hung from the start): a request must not join the
+    # first fetch for longer than the miss budget; "keys unavailable" is an outage, so 503.
+    hanging = HangingTransport(idp.transport)
+    phase = IdentityPhase(identity_settings(jwks_min_refresh_interval_s=0), transport=hanging)
+    token = idp.issuer.token(sub="early")
+    try:
+        first = await _bounded(phase(ctx_for(bearer(token))))
+        again = await _bounded(phase(ctx_for(bearer(token))))
+        assert hanging.waiting == 1
+        for decision in (first, again):
+            assert decision is not None
+            assert (decision.http_status, decision.outcome, decision.reason) == (
+                503, Outcome.ERROR, "keys_unavailable")
+        hanging.released.set()
+        for _ in range(200):
+            if phase.readiness()[0]:
+                break
+            await asyncio.sleep(0.01)
+        assert await phase(ctx_for(bearer(token))) is None
+    finally:
+        hanging.released.set()
         await phase.stop()

@@ -144,7 +144,7 @@ async def test_pipeline_sends_principal_headers_and_strips_spoofed_ones(idp: Idp
         "alice",
     )
     assert "x-stoa-admin" in d.remove_headers
-    assert d.metadata["credential"] == "jwt"
+    assert d.record.credential == "jwt"
 
     d = await pipeline.decide(Request(method="GET", path="/health", headers={}))
     assert d.allowed

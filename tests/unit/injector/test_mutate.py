@@ -27,7 +27,7 @@ from link.injector import (
 )
 
 PODS = Path(__file__).parent / "pods"
-GATEWAYS = ("kong", "gravitee", "webmethods")
+GATEWAYS = ("kong", "gravitee", "webmethods", "agentgateway")
 CONFIG = InjectorConfig()
 K8S_VERSION = kubernetes_validate.latest_version()
 
@@ -279,3 +279,42 @@ def test_garbage_reviews_never_crash(rev: Any) -> None:
     out = mutate(rev, CONFIG)
     assert out["response"]["allowed"] is False
     assert out["response"]["status"]["message"]
+
+
+@pytest.mark.parametrize("gateway", GATEWAYS)
+def test_injected_link_serves_mcp_and_reads_what_the_cluster_supplies(gateway: str) -> None:
+    """MCP on 3001 in the Link container; link.yaml required, policy/contracts/tools/API keys optional."""
+    patched = apply(load_pod(gateway), answer(review(load_pod(gateway))))
+    link = by_name(patched["spec"]["containers"])[LINK_CONTAINER]
+    assert {"name": "stoa-mcp", "containerPort": 3001, "protocol": "TCP"} in link["ports"]
+    env = {e["name"]: e.get("value") for e in link["env"]}
+    assert (env["STOA_MCP_ENABLED"], env["STOA_MCP_HOST"], env["GATEWAY_PORT"]) == ("true", "0.0.0.0", "3001")
+    assert link["startupProbe"]["httpGet"] == {"path": "/healthz", "port": 3001}
+    assert link["args"] == ["serve", "--config", "/etc/stoa-link/config/link.yaml"]
+    volumes = by_name(patched["spec"]["volumes"])
+    mounts = {m["mountPath"]: m["name"] for m in link["volumeMounts"]}
+    assert volumes[mounts["/etc/stoa-link/config"]]["configMap"] == {"name": "stoa-link-config"}
+    for path, kind in (("/etc/stoa-link/policy", "configMap"), ("/etc/stoa-link/contracts", "configMap"),
+                       ("/etc/stoa-link/tools", "configMap"), ("/var/run/secrets/stoa-api-keys", "secret")):
+        assert volumes[mounts[path]][kind]["optional"] is True, path
+    # A shared scratch directory for a Unix socket between Envoy and Link.
+    envoy = by_name(patched["spec"]["containers"])[ENVOY_CONTAINER]
+    shared = {m["name"] for m in envoy["volumeMounts"]} & {m["name"] for m in link["volumeMounts"]}
+    assert [volumes[n] for n in shared] == [{"name": "stoa-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]
+
+
+def test_without_mcp_the_container_says_so() -> None:
+    config = InjectorConfig(mcp=False)
+    patched = apply(load_pod("kong"), mutate(review(load_pod("kong")), config)["response"])
+    link = by_name(patched["spec"]["containers"])[LINK_CONTAINER]
+    assert [p["containerPort"] for p in link["ports"]] == [8081]
+    assert {e["name"]: e.get("value") for e in link["env"]}["STOA_MCP_ENABLED"] == "false"
+    assert link["startupProbe"]["httpGet"] == {"path": "/health/live", "port": 8081}
+
+
+def test_a_pod_using_the_mcp_port_is_refused() -> None:
+    pod = load_pod("kong")
+    pod["spec"]["containers"][0]["ports"].append({"name": "mcp", "containerPort": 3001, "protocol": "TCP"})
+    response = answer(review(pod))
+    assert response["allowed"] is False and response["status"]["code"] == 422
+    assert "proxy:3001" in response["status"]["message"]

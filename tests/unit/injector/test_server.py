@@ -134,6 +134,13 @@ def test_cli_flags_build_the_options(tls: tuple[Path, Path, Path]) -> None:
     assert options.config.link_args == ("serve", "--log-level=debug")
     assert options.config.settings_configmap == "my-settings"
     assert options.config == replace(options.config, envoy_image="envoyproxy/envoy:v1.40-latest")
+    assert options.config.mcp is True
+
+
+def test_no_mcp_flag_turns_mcp_off_in_what_is_injected(tls: tuple[Path, Path, Path]) -> None:
+    _, crt, key = tls
+    options, _ = parse_args(["--tls-cert", str(crt), "--tls-key", str(key), "--no-mcp"])
+    assert options.config.mcp is False
 
 
 def test_cli_refuses_unreadable_certificates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

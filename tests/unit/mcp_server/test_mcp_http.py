@@ -49,7 +49,9 @@ def test_host_patterns(value: str, ok: bool) -> None:
 async def test_a_foreign_host_or_origin_is_refused_before_anything_else(client: httpx.AsyncClient) -> None:
     assert (await client.get("/mcp/v1/tools", headers={"host": "evil.com"})).status_code == 421
     assert (await client.get("/mcp/v1/tools", headers={"origin": "http://evil.com"})).status_code == 403
-    assert (await client.get("/mcp/v1/tools", headers={"origin": "http://localhost:5173"})).status_code == 200
+    # No origin is allowed by default: another local web app cannot drive the server.
+    assert (await client.get("/mcp/v1/tools", headers={"origin": "http://localhost:5173"})).status_code == 403
+    assert (await client.get("/mcp/v1/tools")).status_code == 200
 
 
 async def test_resource_metadata_names_the_keycloak_realm(client: httpx.AsyncClient) -> None:

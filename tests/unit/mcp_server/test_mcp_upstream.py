@@ -56,20 +56,22 @@ def test_header_precedence_pipeline_then_static_then_auth() -> None:
     assert req.headers["authorization"] == "Bearer s"
 
 
-def test_auth_headers_from_secrets_and_the_callers_token(tmp_path: Path) -> None:
+def test_auth_headers_come_from_secrets_never_from_the_caller(tmp_path: Path) -> None:
     (tmp_path / "api").write_text("k-123\n")
     (tmp_path / "tok").write_text("svc-token")
     invoker = HttpToolInvoker(SecretStore(tmp_path))
     bearer = parse_tool(tool("b", auth={"type": "bearer", "secretRef": "tok"}))
     api_key = parse_tool(tool("a", auth={"type": "api_key", "secretRef": "api"}))
     custom = parse_tool(tool("c", auth={"type": "api_key", "secretRef": "api", "headerName": "X-Key"}))
-    passthrough = parse_tool(tool("p", auth={"type": "none", "passthroughUserToken": True}))
+    exchanged = parse_tool(tool("p", auth={"type": "api_key", "secretRef": "api",
+                                           "tokenExchange": {"audience": "billing-api"}}))
     sa = parse_tool(tool("s", auth={"type": "service_account", "secretRef": "tok"}))
     assert invoker.auth_headers(bearer, USER) == {"authorization": "Bearer svc-token"}
     assert invoker.auth_headers(api_key, USER) == {"X-Api-Key": "k-123"}
     assert invoker.auth_headers(custom, USER) == {"X-Key": "k-123"}
-    assert invoker.auth_headers(passthrough, USER) == {"authorization": "Bearer user-token"}
-    assert invoker.auth_headers(passthrough, ANONYMOUS) == {}
+    # The exchanged token is added by invoke() (see test_mcp_token_exchange); the caller's never is.
+    assert invoker.auth_headers(exchanged, USER) == {"X-Api-Key": "k-123"}
+    assert invoker.auth_headers(exchanged, ANONYMOUS) == {"X-Api-Key": "k-123"}
     assert invoker.auth_headers(sa, USER) == {"authorization": "Bearer svc-token"}
 
 

@@ -35,7 +35,7 @@ def _ca(tmp_path: Path) -> Path:
 def test_plaintext_defaults() -> None:
     opts = producer_options(MeteringSettings(bootstrap_servers=" a:9092, b:9092 ,"), "cid")
     assert opts["bootstrap_servers"] == ["a:9092", "b:9092"]
-    assert opts["acks"] == "all" and opts["compression_type"] == "gzip"
+    assert opts["acks"] == "all" and opts["compression_type"] == "zstd"
     assert opts["security_protocol"] == "PLAINTEXT" and "ssl_context" not in opts and "sasl_mechanism" not in opts
     assert opts["enable_idempotence"] is False and opts["request_timeout_ms"] == 5000
     assert producer_options(MeteringSettings(compression="none"), "cid")["compression_type"] is None

@@ -89,10 +89,14 @@ def test_segments_roll_and_acknowledged_ones_are_deleted(tmp_path: Path) -> None
     assert len(segments) > 5
     got = _drain(spool, batch=50)
     assert got == recs
-    # Fully drained: only one fresh, empty segment is left.
+    # Acknowledging is memory only (it runs on the event loop); the files go with the cursor's write.
+    assert len(sorted(tmp_path.glob("seg-*.spool"))) > 5 and spool.cursor_dirty
+    spool.save_cursor()
+    assert not spool.cursor_dirty
+    # Fully drained: only the active segment is left (emptied once it is large, see _SHRINK_BYTES).
     left = sorted(tmp_path.glob("seg-*.spool"))
-    assert len(left) == 1 and left[0].stat().st_size == HEADER_BYTES
-    assert spool.size_bytes == HEADER_BYTES
+    assert len(left) == 1 and left[0].stat().st_size <= spool.segment_bytes
+    assert spool.size_bytes == left[0].stat().st_size and not spool.has_pending()
     spool.close()
 
 
@@ -152,6 +156,19 @@ def test_a_corrupted_record_in_the_middle_is_skipped_and_reading_resumes(tmp_pat
     reopened.close()
 
 
+def test_acknowledgements_reach_the_cursor_file_only_when_saved(tmp_path: Path) -> None:
+    """A crash before save_cursor() replays what was acknowledged since: duplicates, never loss."""
+    spool = _open(tmp_path, fsync="never")
+    recs = _records(6)
+    spool.append(recs)
+    spool.ack(spool.read(2).end)
+    spool.save_cursor()
+    spool.ack(spool.read(2).end)  # not saved: the process dies here (no close)
+    os.close(spool._lock_fd)  # what the kernel does for a killed process: the flock goes
+    spool._lock_fd = -1
+    assert _drain(_open(tmp_path)) == recs[2:]
+
+
 def test_a_garbage_cursor_means_replaying_everything(tmp_path: Path) -> None:
     spool = _open(tmp_path)
     recs = _records(5)
@@ -195,4 +212,24 @@ def test_a_foreign_file_named_like_a_segment_is_moved_aside(tmp_path: Path) -> N
     spool = _open(tmp_path)
     assert (tmp_path / "seg-000000000001.spool.bad").exists()
     assert not spool.has_pending()
+    spool.close()
+
+
+def test_a_small_batch_reads_little_of_a_large_spool(tmp_path: Path) -> None:
+    """A replay step of a few records reads about that much, not megabytes ahead of them."""
+    spool = _open(tmp_path, max_bytes=64 << 20, segment_bytes=32 << 20)
+    spool.append(_records(20_000, size=400))
+    read: list[int] = []
+    real = spool._pread
+
+    def counting(seq: int, off: int, length: int) -> bytes:
+        read.append(length)
+        return real(seq, off, length)
+
+    spool._pread = counting  # type: ignore[method-assign]
+    batch = spool.read(10)
+    assert len(batch.records) == 10
+    assert sum(read) <= 128 << 10
+    big = spool.read(2_000, start=batch.end)  # records larger than the estimate: more reads, all of them
+    assert len(big.records) == 2_000 and [r[1][:8] for r in big.records[:2]] == [b"00000010", b"00000011"]
     spool.close()

@@ -261,12 +261,13 @@ async def test_object_decision_allowed_maps_headers_and_metadata(tmp_path: Path)
     phase = make_phase(tmp_path, OBJECT_DECISION, query="data.envoy.authz.result")
     ctx = make_ctx("GET", "/people")
     assert await phase(ctx) is None
-    assert ctx.upstream_headers == {"x-ext-auth-allow": "yes", "x-validated-by": "security-checkpoint"}
-    assert ctx.response_headers == {"x-foo": "bar"}
+    assert ctx.policy is not None
+    assert ctx.policy.upstream_headers == [("x-ext-auth-allow", "yes"), ("x-validated-by", "security-checkpoint")]
+    assert ctx.policy.response_headers == [("x-foo", "bar")]
     assert ctx.remove_headers == ["one-auth-header", "another-auth-header"]
-    assert ctx.metadata["checked_by"] == "opa"
-    assert len(ctx.metadata["decision_id"]) == 32
-    assert ctx.decision_id == ctx.metadata["decision_id"]
+    assert ctx.policy.metadata == {"checked_by": "opa"}
+    assert len(ctx.record.decision_id) == 32
+    assert ctx.decision_id == ctx.record.decision_id
 
 
 @pytest.mark.parametrize(("headers", "status", "body"), [
@@ -279,8 +280,8 @@ async def test_object_decision_refused_uses_status_body_and_headers(
     decision = await phase(make_ctx("POST", "/people", headers=headers))
     assert decision is not None
     assert decision.http_status == status
-    assert decision.body == body
-    assert decision.response_headers["x-ext-auth-allow"] == "yes"
+    assert decision.body == body and decision.policy_response
+    assert decision.policy is not None and ("x-ext-auth-allow", "yes") in decision.policy.response_headers
     assert decision.outcome.value == "policy_denied"
 
 

@@ -55,7 +55,7 @@ async def test_failure_mode_open_lets_requests_through_without_policy(tmp_path: 
     phase = make_phase(tmp_path, paths=[str(tmp_path / "missing.rego")], failure_mode="open")
     ctx = make_ctx()
     assert await phase(ctx) is None
-    assert "does not exist" in ctx.metadata["policy_error"]
+    assert "does not exist" in ctx.record.policy_error
 
 
 async def test_bad_reload_keeps_last_known_good(tmp_path: Path) -> None:
@@ -167,10 +167,12 @@ async def test_conflicting_values_at_runtime_follow_failure_mode(tmp_path: Path)
     assert await open_phase(make_ctx(path="/a/b")) is None
 
 
-async def test_undefined_decision_is_a_refusal(tmp_path: Path) -> None:
-    phase = make_phase(tmp_path, "package envoy.authz\n\nimport rego.v1\n\nallow if input.x == 1\n")
-    decision = await phase(make_ctx())
-    assert decision is not None and decision.http_status == 403 and decision.reason == "policy_undefined"
+async def test_undefined_decision_is_a_policy_error(tmp_path: Path) -> None:
+    # OPA-Envoy answers an undefined decision with an error; Link lets policy.failure_mode decide.
+    rego = "package envoy.authz\n\nimport rego.v1\n\nallow if input.x == 1\n"
+    decision = await make_phase(tmp_path, rego)(make_ctx())
+    assert decision is not None and decision.http_status == 503 and decision.reason == "policy_undefined"
+    assert await make_phase(tmp_path, rego, failure_mode="open")(make_ctx()) is None
 
 
 async def test_malformed_object_decision_is_an_error(tmp_path: Path) -> None:
@@ -186,7 +188,7 @@ async def test_dry_run_allows_and_records_would_be_denials(tmp_path: Path) -> No
     ctx = make_ctx("DELETE")
     assert await phase(ctx) is None
     assert ctx.dry_run_denials == ["policy"]
-    assert ctx.metadata["policy_dry_run"] == "deny"
+    assert ctx.record.policy_dry_run == "deny"
     allowed = make_ctx("GET")
     assert await phase(allowed) is None and allowed.dry_run_denials == []
     await phase.stop()
@@ -268,14 +270,14 @@ def opa() -> Iterator[tuple[str, type[_Opa]]]:
 async def test_remote_opa_gets_the_same_input_and_decides(tmp_path: Path,
                                                           opa: tuple[str, type[_Opa]]) -> None:
     url, handler = opa
-    handler.answers = [(200, {"result": {"allowed": False, "http_status": 451, "body": "no"}})]
+    handler.answers = [(200, {"result": {"allowed": False, "http_status": 429, "body": "no"}})]
     phase = make_phase(tmp_path, engine="remote", remote_url=url)
     await phase.start()
     try:
         decision = await phase(make_ctx("GET", "/people/1", roles=("reader",)))
     finally:
         await phase.stop()
-    assert decision is not None and decision.http_status == 451 and decision.body == b"no"
+    assert decision is not None and decision.http_status == 429 and decision.body == b"no"
     sent = handler.seen[0]["input"]
     assert sent["attributes"]["request"]["http"]["method"] == "GET"
     assert sent["parsed_path"] == ["people", "1"]

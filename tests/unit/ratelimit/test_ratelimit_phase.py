@@ -47,7 +47,7 @@ async def test_a_refusal_is_429_with_retry_after() -> None:
     assert (decision.outcome, decision.reason) == (Outcome.RATE_LIMITED, "rate_limited")
     h = decision.response_headers
     assert (h["retry-after"], h["ratelimit-remaining"], h["ratelimit-limit"]) == ("30", "0", "2")
-    assert c.metadata["ratelimit_scope"] == "tenant"
+    assert c.record.ratelimit_scope == "tenant"
 
 
 async def test_unlimited_requests_pass_without_headers() -> None:
@@ -97,7 +97,7 @@ async def test_redis_down_allow_lets_everything_through_without_headers() -> Non
         contexts = [ctx() for _ in range(5)]
         assert [await phase(c) for c in contexts] == [None] * 5
         assert all(c.response_headers == {} for c in contexts)
-        assert contexts[0].metadata["ratelimit_backend"] == "unavailable"
+        assert contexts[0].record.ratelimit_backend == "unavailable"
     finally:
         await phase.stop()
 

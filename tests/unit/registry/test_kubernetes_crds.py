@@ -13,10 +13,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from link.registry.model import parse_tool, parse_toolset
+from link.registry.model import ResourceError, parse_tool, parse_toolset
 
 CRDS = Path(__file__).resolve().parents[3] / "deploy" / "crds"
-FILES = {"Tool": CRDS / "tools.gostoa.dev.yaml", "ToolSet": CRDS / "toolsets.gostoa.dev.yaml"}
+FILES = {"Tool": CRDS / "tools.gostoa.dev.yaml", "ToolSet": CRDS / "toolsets.gostoa.dev.yaml",
+         "Resource": CRDS / "resources.gostoa.dev.yaml", "Prompt": CRDS / "prompts.gostoa.dev.yaml",
+         "OpenAPIImport": CRDS / "openapiimports.gostoa.dev.yaml"}
 
 # The examples of shared/CONTRACTS.md, as a user would write them.
 TOOL = {
@@ -29,7 +31,8 @@ TOOL = {
                         "required": ["invoiceId"]},
         "outputSchema": {},
         "auth": {"type": "bearer", "secretRef": "billing-token", "headerName": "X-Api-Key",
-                 "passthroughUserToken": True},
+                 "tokenExchange": {"audience": "billing-api", "resource": "https://billing.internal/",
+                                   "scope": "invoices:read"}},
         "rateLimit": "100/min", "timeout": "30s", "headers": {"X-Source": "stoa"},
         "annotations": {"title": "Invoice", "readOnlyHint": True, "destructiveHint": False,
                         "idempotentHint": True, "openWorldHint": False},
@@ -80,7 +83,7 @@ def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]
     return out
 
 
-@pytest.mark.parametrize("kind", ["Tool", "ToolSet"])
+@pytest.mark.parametrize("kind", list(FILES))
 def test_crd_is_a_valid_kubernetes_object(kind: str) -> None:
     doc = load(kind)
     kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
@@ -94,7 +97,9 @@ def test_kubernetes_validate_catches_a_broken_crd() -> None:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
-@pytest.mark.parametrize(("kind", "plural"), [("Tool", "tools"), ("ToolSet", "toolsets")])
+@pytest.mark.parametrize(("kind", "plural"), [("Tool", "tools"), ("ToolSet", "toolsets"),
+                                              ("Resource", "resources"), ("Prompt", "prompts"),
+                                              ("OpenAPIImport", "openapiimports")])
 def test_crd_names_scope_and_version(kind: str, plural: str) -> None:
     doc = load(kind)
     spec = doc["spec"]
@@ -107,7 +112,7 @@ def test_crd_names_scope_and_version(kind: str, plural: str) -> None:
     assert version["subresources"] == {"status": {}}
 
 
-@pytest.mark.parametrize("kind", ["Tool", "ToolSet"])
+@pytest.mark.parametrize("kind", list(FILES))
 def test_schema_is_structural(kind: str) -> None:
     """Every node has a type, unless it is explicitly int-or-string or free-form (apiserver rule)."""
     for path, node in walk(schema_of(kind)):
@@ -115,7 +120,7 @@ def test_schema_is_structural(kind: str) -> None:
             "x-kubernetes-preserve-unknown-fields"), f"{kind} schema {path} has no type"
 
 
-@pytest.mark.parametrize("kind", ["Tool", "ToolSet"])
+@pytest.mark.parametrize("kind", list(FILES))
 def test_printer_columns_point_at_schema_fields(kind: str) -> None:
     [version] = load(kind)["spec"]["versions"]
     paths = {p for p, _ in walk(schema_of(kind))}
@@ -137,7 +142,9 @@ def test_tool_spec_fields_are_the_contracts() -> None:
 
 def test_toolset_fields_are_the_contracts() -> None:
     root = schema_of("ToolSet")["properties"]
-    assert set(root["spec"]["properties"]) == {"upstream", "tools", "prefix", "refreshInterval"}
+    # serve: a virtual server (ADR 0015); resources, prompts and include curate it (ADR 0030)
+    assert set(root["spec"]["properties"]) == {"upstream", "tools", "prefix", "refreshInterval", "serve",
+                                               "resources", "prompts", "include"}
     assert set(root["spec"]["properties"]["upstream"]["properties"]) == {"url", "transport", "auth", "timeoutSeconds"}
     status = set(root["status"]["properties"])
     assert {"connected", "toolCount", "discoveredTools", "lastSync", "error"} <= status
@@ -192,4 +199,125 @@ def test_kubectl_kustomize_renders_both_crds() -> None:
     out = subprocess.run(["kubectl", "kustomize", str(CRDS)], capture_output=True, text=True, timeout=60,
                          check=True).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
-    assert sorted(d["metadata"]["name"] for d in docs) == ["tools.gostoa.dev", "toolsets.gostoa.dev"]
+    assert sorted(d["metadata"]["name"] for d in docs) == ["openapiimports.gostoa.dev", "prompts.gostoa.dev",
+                                                            "resources.gostoa.dev", "tools.gostoa.dev",
+                                                            "toolsets.gostoa.dev"]
+
+
+def test_content_crds_take_what_link_takes_and_refuse_unknown_keys() -> None:
+    """The conformance fixture's entries pass both the CRD schemas and Link; a misspelt key fails the CRD."""
+    from link.registry.content import parse_prompt, parse_resource
+
+    fixture = Path(__file__).resolve().parents[2] / "conformance" / "tools" / "content.yaml"
+    docs = [d for d in yaml.safe_load_all(fixture.read_text().replace("${CONFORMANCE_UPSTREAM}", "http://up.test"))]
+    assert {d["kind"] for d in docs} == {"Resource", "Prompt"}
+    for doc in docs:
+        validator(doc["kind"]).validate(doc)
+        (parse_resource if doc["kind"] == "Resource" else parse_prompt)(doc)
+    bad = copy.deepcopy(next(d for d in docs if d["kind"] == "Resource"))
+    bad["spec"]["mimetype"] = "text/plain"
+    assert any("Additional properties" in e.message for e in validator("Resource").iter_errors(bad))
+
+
+
+
+@pytest.mark.parametrize(("serve", "expected"), [(None, False), (True, True), (False, False)])
+def test_a_toolset_may_ask_to_be_served_as_its_own_endpoint(serve: bool | None, expected: bool) -> None:
+    spec = {**TOOLSET["spec"], **({"serve": serve} if serve is not None else {})}
+    manifest = {**TOOLSET, "spec": spec}
+    validator("ToolSet").validate(manifest)
+    assert parse_toolset(manifest).serve is expected
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, {"enabled": True}])
+def test_serve_must_be_a_boolean_for_link_and_the_crd(bad: object) -> None:
+    manifest = {**TOOLSET, "spec": {**TOOLSET["spec"], "serve": bad}}
+    with pytest.raises(ResourceError, match=r"spec\.serve"):
+        parse_toolset(manifest)
+    with pytest.raises(jsonschema.ValidationError):
+        validator("ToolSet").validate(manifest)
+
+
+BILLING = Path(__file__).resolve().parents[1] / "openapi" / "specs" / "billing-3.0.yaml"
+
+
+def openapi_import(**spec: Any) -> dict[str, Any]:
+    document = yaml.safe_load(BILLING.read_text())
+    return {"apiVersion": "gostoa.dev/v1alpha1", "kind": "OpenAPIImport",
+            "metadata": {"name": "billing", "namespace": "tenant-acme", "generation": 1},
+            "spec": {"openapi": {"document": document}, "baseUrl": "https://billing.internal", "prefix": "b-",
+                     **spec},
+            "status": {"ready": True, "toolCount": 5, "tools": ["b-get-invoice"], "observedGeneration": 1,
+                       "conditions": []}}
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_an_openapi_import_passes_the_crd_and_link(as_text: bool) -> None:
+    """The document as an object, or as its YAML text (kubectl --from-file): both are Link's Tools."""
+    from link.registry.kubernetes.imports import expand
+
+    manifest = openapi_import()
+    if as_text:
+        manifest["spec"]["openapi"]["document"] = BILLING.read_text()
+    validator("OpenAPIImport").validate(manifest)
+    tools = expand(manifest)
+    assert sorted(t.name for t in tools) == ["b-create-invoice", "b-delete-invoices-by-invoice-id",
+                                             "b-get-categories", "b-get-invoice", "b-list-invoices"]
+    assert {t.tenant for t in tools} == {"tenant-acme"}
+    assert all(t.endpoint.startswith("https://billing.internal/") for t in tools)
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"openapi": {"path": "specs/billing.yaml"}}, "'document' is a required property"),
+    ({"openapi": {"document": {}, "path": "x.yaml"}}, "Additional properties"),
+    ({"baseUrl": "ftp://billing"}, "does not match"),
+    ({"prefix": "Billing_"}, "does not match"),
+    ({"schedule": "5m"}, "Additional properties"),
+])
+def test_openapi_import_crd_refuses_bad_fields(change: dict[str, Any], why: str) -> None:
+    bad = openapi_import()
+    bad["spec"].update(change)
+    errors = [e.message for e in validator("OpenAPIImport").iter_errors(bad)]
+    assert errors and any(why in e for e in errors), errors
+
+
+def test_a_toolset_curating_resources_prompts_and_inclusions_passes_the_crd_and_link() -> None:
+    spec = {**TOOLSET["spec"], "serve": True,
+            "resources": [{"uri": "doc://guide"}, {"uri": "doc://items/{item}", "enabled": False}],
+            "prompts": [{"name": "greet", "alias": "hello", "enabled": True}],
+            "include": {"tools": ["search"], "resources": ["handbook"], "prompts": ["onboarding"]}}
+    manifest = {**TOOLSET, "spec": spec}
+    validator("ToolSet").validate(manifest)
+    parsed = parse_toolset(manifest)
+    assert parsed.include.resources == ("handbook",) and parsed.exposed_prompt("greet") == "hello"
+
+
+@pytest.mark.parametrize("spec", [
+    {"resources": [{"url": "doc://guide"}]},
+    {"prompts": [{"alias": "x"}]},
+    {"include": {"toolz": ["x"]}},
+    {"include": {"resources": "handbook"}},
+])
+def test_a_misspelt_curation_fails_both_the_crd_and_link(spec: dict[str, Any]) -> None:
+    manifest = {**TOOLSET, "spec": {**TOOLSET["spec"], **spec}}
+    with pytest.raises(jsonschema.ValidationError):
+        validator("ToolSet").validate(manifest)
+    if "url" not in str(spec):  # Link ignores unknown keys inside an item, the CRD refuses them
+        with pytest.raises(ResourceError):
+            parse_toolset(manifest)
+
+
+@pytest.mark.parametrize("kind", ["Tool", "ToolSet"])
+def test_validate_knows_exactly_the_keys_of_the_crd(kind: str) -> None:
+    """``stoa-link validate`` flags unknown keys from its own table: it must be the CRD's, field by field."""
+    from link.validate_resources import KNOWN_KEYS
+
+    root = schema_of(kind)
+    for path, keys in KNOWN_KEYS[kind].items():
+        node = root
+        for part in [p for p in path.split(".") if p]:
+            node = node["items"] if part == "*" else node["properties"][part]
+        crd_keys = set(node.get("properties", {}))
+        if path == "spec.auth" and kind == "Tool":
+            crd_keys.add("passthroughUserToken")  # known to validate only to give the parser's own message
+        assert set(keys) == crd_keys, path

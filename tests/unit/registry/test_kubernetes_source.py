@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -14,93 +10,24 @@ from kubernetes import client as k8s_client
 
 from link.registry import build_source
 from link.registry.kubernetes import KubernetesConfigError, KubernetesSource
+from link.registry.kubernetes.source import WATCHED_KINDS
 from link.registry.model import Tool
 from link.registry.registry import ToolRegistry, ToolSetStatus
 from link.settings import RegistrySettings, load_settings
-from tests.harness.kube_api import FakeKubeApi, fake_kube_api
-
-TOKEN = "test-token"
-ALL_TOOLS = "tools in all namespaces"
-
-
-def tool(name: str, ns: str = "acme", **spec: Any) -> dict[str, Any]:
-    body = {"displayName": name.title(), "description": f"The {name} tool",
-            "endpoint": "https://api.example/items/{id}", "method": "GET",
-            "inputSchema": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}}
-    body.update(spec)
-    return {"apiVersion": "gostoa.dev/v1alpha1", "kind": "Tool",
-            "metadata": {"name": name, "namespace": ns}, "spec": body}
-
-
-def toolset(name: str, ns: str = "acme", **spec: Any) -> dict[str, Any]:
-    body = {"upstream": {"url": "https://mcp.example/mcp"}, "prefix": "kb_"}
-    body.update(spec)
-    return {"apiVersion": "gostoa.dev/v1alpha1", "kind": "ToolSet",
-            "metadata": {"name": name, "namespace": ns}, "spec": body}
-
-
-def client_for(api: FakeKubeApi, token: str = TOKEN) -> k8s_client.ApiClient:
-    cfg = k8s_client.Configuration()
-    cfg.host = api.url
-    cfg.api_key = {"BearerToken": token}
-    cfg.api_key_prefix = {"BearerToken": "Bearer"}
-    return k8s_client.ApiClient(cfg)
-
-
-async def eventually(predicate: Callable[[], Any], within: float = 10.0, what: str = "") -> None:
-    """Poll until ``predicate()`` is truthy (bounded); the source works in threads, so just yield."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
-
-
-async def quiet(src: KubernetesSource, kube: FakeKubeApi) -> None:
-    """Both watches open, status written, and the write's own event seen: nothing more will happen."""
-    await eventually(lambda: kube.open_watches() == 2)
-    await eventually(lambda: not src.status_writes_pending()
-                     and src.resource_versions()[ALL_TOOLS] == str(kube.resource_version), what="quiet")
-
-
-def names(registry: ToolRegistry, tenant: str = "acme") -> list[str]:
-    return [t.name for t in registry.tools(tenant)]
-
-
-def status(api: FakeKubeApi, kind: str, name: str, ns: str = "acme") -> dict[str, Any]:
-    obj = api.get(kind, ns, name)
-    return dict((obj or {}).get("status") or {})
-
-
-@pytest.fixture
-def kube() -> Iterator[FakeKubeApi]:
-    with fake_kube_api(token=TOKEN) as api:
-        yield api
-
-
-Factory = Callable[..., Awaitable[tuple[KubernetesSource, ToolRegistry]]]
-
-
-@pytest.fixture
-async def make_source(kube: FakeKubeApi) -> AsyncIterator[Factory]:
-    started: list[KubernetesSource] = []
-
-    async def make(namespaces: list[str] | None = None, token: str = TOKEN,
-                   **kw: Any) -> tuple[KubernetesSource, ToolRegistry]:
-        registry = ToolRegistry()
-        settings = RegistrySettings(source="kubernetes", namespaces=namespaces or [])
-        kw.setdefault("backoff_initial_s", 0.02)
-        kw.setdefault("backoff_max_s", 0.2)
-        src = KubernetesSource(registry, settings, client_for(kube, token), **kw)
-        started.append(src)
-        await src.start()
-        return src, registry
-
-    yield make
-    for src in started:
-        await src.stop()
-        assert src.threads_alive() == []
-
+from tests.harness.kube_api import FakeKubeApi
+from tests.unit.registry.kube_support import (
+    ALL_TOOLS,
+    TOKEN,
+    Factory,
+    client_for,
+    eventually,
+    names,
+    quiet,
+    status,
+    tool,
+    toolset,
+)
+from tests.unit.registry.test_registry_content import prompt, resource
 
 # -- list, then watch ---------------------------------------------------------
 
@@ -171,7 +98,8 @@ async def test_namespaces_limit_what_is_watched(kube: FakeKubeApi, make_source: 
     kube.apply(tool("mine-2"))
     await eventually(lambda: "mine-2" in names(registry))
     assert names(registry, "globex") == []
-    assert set(src.resource_versions()) == {"tools in acme", "toolsets in acme"}
+    assert set(src.resource_versions()) == {"tools in acme", "toolsets in acme", "resources in acme",
+                                            "prompts in acme", "openapiimports in acme"}
 
 
 # -- status -------------------------------------------------------------------
@@ -298,6 +226,28 @@ async def test_federation_state_of_a_toolset_is_written(kube: FakeKubeApi, make_
     await eventually(lambda: not src.status_writes_pending())
 
 
+async def test_a_failed_status_write_is_retried_behind_the_backoff(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.fail_next("patch", 500, times=2)
+    kube.apply(tool("a"))
+    src, _registry = await make_source()
+    await eventually(lambda: status(kube, "Tool", "a").get("ready") is True, what="written on the third try")
+    await eventually(lambda: not src.status_writes_pending())
+    # Two refused patches, then the one that landed: the same patch, not a pile of them.
+    assert len(kube.writes_for("Tool", "acme", "a")) == 1
+
+
+async def test_status_writes_give_up_after_five_tries(kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.fail_next("patch", 503, times=5)
+    kube.apply(tool("a"))
+    src, registry = await make_source()
+    # 0.2-0.4 s, then 0.4-0.8, 0.8-1.6, 1.6-3.2 between tries: bounded, then the writer lets go.
+    await eventually(lambda: not src.status_writes_pending(), within=15.0, what="given up")
+    assert kube.writes_for("Tool", "acme", "a") == [] and status(kube, "Tool", "a") == {}
+    assert names(registry) == ["a"]  # serving never depended on the status write
+    kube.apply(tool("a", description="changed"))  # the next verdict is written again
+    await eventually(lambda: status(kube, "Tool", "a").get("observedGeneration") == 2)
+
+
 async def test_status_writes_can_be_turned_off(kube: FakeKubeApi, make_source: Factory) -> None:
     kube.apply(tool("a"))
     _src, registry = await make_source(write_status=False)
@@ -313,7 +263,7 @@ async def test_gone_during_watch_lists_again(kube: FakeKubeApi, make_source: Fac
     kube.apply(tool("kept"))
     kube.apply(tool("removed"))
     _src, registry = await make_source()
-    await eventually(lambda: kube.open_watches() == 2, what="both watches open")
+    await eventually(lambda: kube.open_watches() == len(WATCHED_KINDS), what="both watches open")
     lists_before = len([r for r in kube.list_requests() if r.path.endswith("/tools")])
 
     # Changes whose events were compacted away: only a new list can reveal them.
@@ -333,13 +283,13 @@ async def test_gone_during_watch_lists_again(kube: FakeKubeApi, make_source: Fac
 async def test_gone_when_resuming_lists_again(kube: FakeKubeApi, make_source: Factory) -> None:
     kube.apply(tool("a"))
     _src, registry = await make_source()
-    await eventually(lambda: kube.open_watches() == 2)
+    await eventually(lambda: kube.open_watches() == len(WATCHED_KINDS))
     lists_before = len(kube.list_requests())
     kube.apply(tool("b"), silent=True)
-    kube.fail_next("watch", 410, times=2)  # the resumed watch is refused with 410 Gone
+    kube.fail_next("watch", 410, times=len(WATCHED_KINDS))  # every resumed watch is refused with 410 Gone
     kube.drop_watches()
     await eventually(lambda: names(registry) == ["a", "b"], what="re-list after 410")
-    assert len(kube.list_requests()) == lists_before + 2  # both kinds listed again
+    await eventually(lambda: len(kube.list_requests()) == lists_before + len(WATCHED_KINDS), what="every kind listed again")
 
 
 async def test_dropped_connection_resumes_from_last_resource_version(
@@ -381,8 +331,8 @@ async def test_errors_back_off_then_recover(kube: FakeKubeApi, make_source: Fact
     kube.fail_next("list", 500, times=3)
     _src, registry = await make_source()
     assert names(registry) == ["a"]
-    # Three failed lists (whichever kind drew them) were retried: two kinds, five lists in all.
-    assert len(kube.list_requests()) == 5
+    # Three failed lists (whichever kind drew them) were retried: one list per kind, three more in all.
+    assert len(kube.list_requests()) == len(WATCHED_KINDS) + 3
 
 
 async def test_not_ready_until_listed_and_says_why(kube: FakeKubeApi, make_source: Factory) -> None:
@@ -421,8 +371,8 @@ async def test_wrong_token_is_not_ready(kube: FakeKubeApi, make_source: Factory)
 async def test_stop_ends_every_thread_and_watch(kube: FakeKubeApi, make_source: Factory) -> None:
     kube.apply(tool("a"))
     src, _ = await make_source(watch_timeout_s=3600, idle_timeout_s=3600)
-    await eventually(lambda: kube.open_watches() == 2)
-    assert len(src.threads_alive()) == 3  # two streams and the status writer
+    await eventually(lambda: kube.open_watches() == len(WATCHED_KINDS))
+    assert len(src.threads_alive()) == len(WATCHED_KINDS) + 1  # a stream per kind and the status writer
     await src.stop()
     assert src.threads_alive() == []
     await eventually(lambda: kube.open_watches() == 0, what="watch connections closed")
@@ -430,7 +380,7 @@ async def test_stop_ends_every_thread_and_watch(kube: FakeKubeApi, make_source: 
 
 async def test_stop_while_the_server_is_gone(kube: FakeKubeApi, make_source: Factory) -> None:
     src, _ = await make_source(backoff_initial_s=60, backoff_max_s=60)
-    await eventually(lambda: kube.open_watches() == 2)
+    await eventually(lambda: kube.open_watches() == len(WATCHED_KINDS))
     kube.stop()  # watches break; the loops sit in a backoff far longer than stop's bound
     await eventually(lambda: all(d["phase"] == "backoff" for d in src.describe().values()),
                      what="both loops in backoff")
@@ -472,3 +422,34 @@ def test_bad_namespace_setting_is_refused() -> None:
     settings = RegistrySettings(source="kubernetes", namespaces=["Not_A_Namespace"])
     with pytest.raises(ValueError, match=r"registry\.namespaces: 'Not_A_Namespace'"):
         KubernetesSource(ToolRegistry(), settings)
+
+
+# -- Resource and Prompt entries -----------------------------------------------------
+
+
+async def test_resources_and_prompts_are_listed_watched_scoped_and_get_a_status(
+        kube: FakeKubeApi, make_source: Factory) -> None:
+    kube.apply(resource("orders", ns="acme"))
+    kube.apply(resource("theirs", ns="globex", uri="app://theirs"))
+    kube.apply(prompt("summarise", ns="acme"))
+    _src, registry = await make_source(namespaces=["acme"])
+    assert [r.name for r in registry.resources("acme")] == ["orders"]
+    assert registry.resources("globex") == []  # not a watched namespace (tenant)
+    assert registry.prompt("acme", "summarise") is not None
+    await eventually(lambda: status(kube, "Resource", "orders").get("ready") is True)
+    await eventually(lambda: status(kube, "Prompt", "summarise").get("ready") is True)
+    paths = {r.path for r in kube.requests}
+    assert "/apis/gostoa.dev/v1alpha1/namespaces/acme/resources" in paths
+    assert not any("globex" in p for p in paths)
+
+    # A change arrives by the watch; a bad edit keeps the good version and says why in .status.
+    kube.apply(resource("orders", ns="acme", text="v2"))
+    await eventually(lambda: registry.resources("acme")[0].text == "v2", what="MODIFIED")
+    kube.apply(resource("orders", ns="acme", uri="no uri"))
+    await eventually(lambda: status(kube, "Resource", "orders").get("ready") is False, what="refused")
+    message = status(kube, "Resource", "orders")["message"]
+    assert message.startswith("spec.uri: ") and message.endswith("(still serving generation 2)")
+    assert registry.resources("acme")[0].text == "v2"
+
+    kube.delete("Prompt", "acme", "summarise")
+    await eventually(lambda: registry.prompt("acme", "summarise") is None, what="DELETED")

@@ -107,6 +107,19 @@ def test_parsed_tool_is_immutable_and_independent_of_the_manifest() -> None:
         (lambda m: m["spec"].update(auth={"type": "bearer", "secretRef": "../etc/passwd"}), "spec.auth.secretRef"),
         (lambda m: m["spec"].update(auth={"type": "none", "passthroughUserToken": "yes"}),
          "spec.auth.passthroughUserToken"),
+        (lambda m: m["spec"].update(auth={"type": "none", "passthroughUserToken": True}),
+         "spec.auth.passthroughUserToken"),
+        (lambda m: m["spec"].update(auth={"type": "none", "tokenExchange": {}}), "spec.auth.tokenExchange.audience"),
+        (lambda m: m["spec"].update(auth={"type": "none", "tokenExchange": "billing"}), "spec.auth.tokenExchange"),
+        (lambda m: m["spec"].update(auth={"type": "none", "tokenExchange": {"audience": "a", "aud": "b"}}),
+         "spec.auth.tokenExchange.aud"),
+        (lambda m: m["spec"].update(auth={"type": "none", "tokenExchange": {"audience": "a", "resource": "/x"}}),
+         "spec.auth.tokenExchange.resource"),
+        (lambda m: m["spec"].update(auth={"type": "none", "tokenExchange": {"audience": "a",
+                                                                            "headerName": "bad header"}}),
+         "spec.auth.tokenExchange.headerName"),
+        (lambda m: m["spec"].update(auth={"type": "bearer", "secretRef": "t", "tokenExchange": {"audience": "a"}}),
+         "spec.auth.tokenExchange.headerName"),
         (lambda m: m["spec"].update(headers={"X-A": 1}), "spec.headers.X-A"),
         (lambda m: m["spec"].update(headers={"bad header": "v"}), "spec.headers"),
         (lambda m: m["spec"].update(annotations={"readOnlyHint": "true"}), "spec.annotations.readOnlyHint"),
@@ -121,9 +134,17 @@ def test_an_invalid_tool_is_refused_naming_the_field(mutate: Any, field: str) ->
     assert str(err.value).startswith(f"{field}: ")
 
 
-def test_passthrough_alone_needs_no_secret() -> None:
-    tool = parse_tool(tool_manifest(auth={"type": "bearer", "passthroughUserToken": True}))
-    assert tool.auth.passthrough_user_token and tool.auth.secret_ref is None
+def test_passthrough_is_refused_and_token_exchange_is_its_replacement() -> None:
+    with pytest.raises(ResourceError, match="forbidden by the MCP authorization spec"):
+        parse_tool(tool_manifest(auth={"type": "none", "passthroughUserToken": True}))
+    assert parse_tool(tool_manifest(auth={"type": "none", "passthroughUserToken": False})).auth.token_exchange is None
+    tool = parse_tool(tool_manifest(auth={"type": "api_key", "secretRef": "k", "tokenExchange": {
+        "audience": "billing-api", "resource": "https://billing.internal/", "scope": "invoices:read",
+        "headerName": "X-User-Token"}}))
+    exchange = tool.auth.token_exchange
+    assert exchange is not None and tool.auth.secret_ref == "k"
+    assert (exchange.audience, exchange.resource, exchange.scope, exchange.header_name) == (
+        "billing-api", "https://billing.internal/", "invoices:read", "x-user-token")
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30.0), ("5m", 300.0), ("1h", 3600.0),
@@ -151,6 +172,8 @@ def test_a_toolset_parses_its_upstream_selection_and_prefix() -> None:
 def test_a_toolset_without_selection_exposes_everything_under_its_prefix() -> None:
     ts = parse_toolset(toolset_manifest())
     assert ts.exposed_name("anything") == "kb_anything"
+    assert ts.exposed_prompt("anything") == "kb_anything" and ts.selects_resource("any://thing")
+    assert ts.include.tools == ts.include.resources == ts.include.prompts == ()
     assert ts.upstream.transport == "streamable-http" and ts.refresh_interval_s == 300.0
 
 
@@ -168,6 +191,16 @@ def test_a_toolset_without_selection_exposes_everything_under_its_prefix() -> No
         ({"tools": [{"name": "a", "alias": "same"}, {"name": "b", "alias": "same"}]}, "spec.tools[1]"),
         ({"prefix": "bad prefix"}, "spec.prefix"),
         ({"refreshInterval": "often"}, "spec.refreshInterval"),
+        ({"resources": "doc://guide"}, "spec.resources"),
+        ({"resources": [{"enabled": True}]}, "spec.resources[0].uri"),
+        ({"resources": [{"uri": "doc://a"}, {"uri": "doc://a"}]}, "spec.resources[1].uri"),
+        ({"prompts": [{"name": "greet", "alias": "bad alias"}]}, "spec.prompts[0].alias"),
+        ({"prompts": [{"name": "a", "alias": "x"}, {"name": "b", "alias": "x"}]}, "spec.prompts[1]"),
+        ({"include": ["handbook"]}, "spec.include"),
+        ({"include": {"resources": "handbook"}}, "spec.include.resources"),
+        ({"include": {"prompts": ["a", "a"]}}, "spec.include.prompts[1]"),
+        ({"include": {"tools": [""]}}, "spec.include.tools[0]"),
+        ({"include": {"toolz": ["x"]}}, "spec.include.toolz"),
     ],
 )
 def test_an_invalid_toolset_is_refused_naming_the_field(spec: dict[str, Any], field: str) -> None:
@@ -178,3 +211,17 @@ def test_an_invalid_toolset_is_refused_naming_the_field(spec: dict[str, Any], fi
     with pytest.raises(ResourceError) as err:
         parse_toolset(m)
     assert err.value.field == field, str(err.value)
+
+
+def test_a_toolset_selects_resources_and_prompts_and_includes_registry_entries() -> None:
+    ts = parse_toolset(toolset_manifest(
+        resources=[{"uri": "doc://guide"}, {"uri": "doc://items/{item}", "enabled": False}],
+        prompts=[{"name": "greet", "alias": "hello"}, {"name": "draft"}, {"name": "off", "enabled": False}],
+        include={"tools": ["search"], "resources": ["handbook"], "prompts": ["onboarding", "review"]},
+    ))
+    assert ts.selects_resource("doc://guide")
+    assert not ts.selects_resource("doc://items/{item}") and not ts.selects_resource("doc://other")
+    assert ts.exposed_prompt("greet") == "hello" and ts.exposed_prompt("draft") == "kb_draft"
+    assert ts.exposed_prompt("off") is None and ts.exposed_prompt("unlisted") is None
+    assert ts.include.tools == ("search",) and ts.include.resources == ("handbook",)
+    assert ts.include.prompts == ("onboarding", "review")

@@ -168,3 +168,21 @@ async def test_an_unusable_db_path_disables_snapshots_without_failing_start(tmp_
             assert r.status_code == 503 and r.json()["error"].startswith("snapshot store unavailable")
     finally:
         await app.stop()
+
+
+async def test_snapshots_carry_the_gateway_id_the_control_plane_assigned(tmp_path: Path) -> None:
+    app = LinkApp(_settings(tmp_path, **{"controlplane.instance_name": "pod-7"}), plugins=("link.snapshots",))
+    sink = app.exchange_sink
+    assert isinstance(sink, SnapshotSink)
+    await sink.start()
+    try:
+        sink.offer(exchange())
+        assert await _until(lambda: sink.store.count() == 1)
+        app.set_gateway_id("gw-42")  # what ControlPlaneClient calls once registered
+        sink.offer(exchange())
+        assert await _until(lambda: sink.store.count() == 2)
+        docs = [sink.store.get(r.id) for r in sink.store.list(SnapshotFilter(limit=10))]
+        ids = sorted((d["gateway_id"], d["instance"]) for d in docs if d)
+    finally:
+        await sink.stop()
+    assert ids == [("gw-42", "pod-7"), ("pod-7", "pod-7")]

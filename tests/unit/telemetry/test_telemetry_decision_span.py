@@ -27,8 +27,8 @@ async def test_no_incoming_trace_starts_one_and_hands_it_upstream() -> None:
     assert tp is not None and tp.sampled
     assert tp.trace_id == f"{span.context.trace_id:032x}"
     assert tp.span_id == f"{span.context.span_id:016x}"  # the upstream is a child of Link's span
-    assert decision.metadata["trace_id"] == tp.trace_id
-    assert decision.metadata["decision"] == "allow"
+    assert decision.record.trace_id == tp.trace_id
+    assert decision.record.decision == "allow"
     assert span.start_time is not None and span.end_time is not None
     assert before - 50_000_000 <= span.start_time <= span.end_time <= time.time_ns() + 50_000_000
 
@@ -56,7 +56,7 @@ async def test_envoy_span_from_grpc_metadata_is_the_parent() -> None:
     assert span.parent is not None and f"{span.parent.span_id:016x}" == "00f067aa0ba902b7"
     # Envoy's router sets the upstream traceparent itself.
     assert "traceparent" not in decision.upstream_headers
-    assert decision.metadata["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert decision.record.trace_id == "0af7651916cd43dd8448eb211c80319c"
 
 
 async def test_attributes() -> None:

@@ -38,7 +38,7 @@ async def test_tracing_on_installs_provider_observer_and_component() -> None:
     assert "0.25" in provider.sampler.get_description()
     assert any(isinstance(o, DecisionTracer) for o in app.pipeline._observers)
     [component] = [c for c in app.components if isinstance(c, TracingComponent)]
-    assert component.readiness() == (True, f"exporting spans to {ENDPOINT}")
+    assert component.readiness() == (True, f"spans to {ENDPOINT} (plain gRPC): no span exported yet")
     await app.start()
     await app.stop()  # flushes and shuts the exporter down, bounded, without a collector
 

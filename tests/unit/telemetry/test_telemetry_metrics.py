@@ -42,7 +42,7 @@ async def test_decision_metrics_by_entry_outcome_reason() -> None:
     for path in ("/private/a", "/private/b", "/public/1"):
         req = request(path)
         ctx = RequestContext(request=req)
-        ctx.metadata["entry"] = entry
+        ctx.record.entry = entry
         await app.pipeline.run(req, ctx)
     assert _value("stoa_link_decisions_total", denied) == 2
     assert _value("stoa_link_decisions_total", allowed) == 1

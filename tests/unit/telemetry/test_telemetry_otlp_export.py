@@ -36,7 +36,7 @@ async def test_one_span_per_decision_reaches_the_collector() -> None:
             assert span.service_name == "stoa-link-test"
             assert span.attributes["url.path"] == f"/public/{i}"
             assert span.attributes["stoa.tenant"] == "demo"
-            assert decision.metadata["trace_id"] == span.trace_id
+            assert decision.record.trace_id == span.trace_id
             upstream = parse_traceparent(decision.upstream_headers["traceparent"])
             assert upstream is not None and upstream.sampled
             assert (upstream.trace_id, upstream.span_id) == (span.trace_id, span.span_id)
