@@ -80,8 +80,14 @@ class EnvoyProcess:
         self.stop()
 
 
+# A loaded CI machine must not turn a slow answer into Envoy's own 503/504: the harness gives Link
+# 2 s (the product's default is 200 ms); tests of the timeout itself pass theirs.
+HARNESS_TIMEOUTS = {"authz_timeout_ms": 2000, "ext_proc_timeout_ms": 2000}
+
+
 def envoy_for(link_addresses: list[str], upstream_url: str, **options: Any) -> EnvoyProcess:
     """An Envoy in front of ``upstream_url`` asking the given Link process(es)."""
+    options = {**HARNESS_TIMEOUTS, **options}
     port = options.pop("listen_port", None) or free_port()
     opts = EnvoyOptions(listen_address="127.0.0.1", listen_port=port, admin_port=options.pop("admin_port", 0),
                         link=tuple(link_addresses), upstream=upstream_url, **options)

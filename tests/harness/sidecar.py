@@ -8,11 +8,9 @@ from typing import Any
 
 import httpx
 
-from tests.harness.envoy import EnvoyProcess, envoy_for
+from tests.harness.envoy import HARNESS_TIMEOUTS, EnvoyProcess, envoy_for
 from tests.harness.link_server import LinkThread, link_settings
 from tests.harness.upstream import EchoUpstream
-
-HARNESS_TIMEOUTS = {"authz_timeout_ms": 2000, "ext_proc_timeout_ms": 2000}
 
 
 class Sidecar:
@@ -50,8 +48,6 @@ class Sidecar:
         self.upstream.start()
         self.link.start()
         try:
-            # A loaded CI machine must not turn a slow first answer into Envoy's own 503/504: the
-            # harness gives Link 2 s (the product's default is 200 ms); tests of the timeout set theirs.
             options = {**HARNESS_TIMEOUTS, **self.link.authz_options(), **self._envoy_options}
             self.envoy = envoy_for([self.link.grpc_address], self.upstream.url, **options).start()
         except Exception:

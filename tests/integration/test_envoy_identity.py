@@ -135,7 +135,7 @@ def test_envoy_api_key_works_and_a_revoked_one_is_refused_after_rotation(
 
 
 def test_envoy_unknown_kid_while_the_provider_hangs_is_401_not_503() -> None:
-    # Envoy gives Link authz_timeout_ms (200 ms) and answers 503 itself past it. A token signed
+    # Envoy gives Link authz_timeout_ms (200 ms by default, 2 s in the harness) and answers 503 itself past it. A token signed
     # with a key Link has not seen starts a JWKS fetch; the provider hangs (accepts, never answers)
     # so the fetch runs far past Envoy's budget. Link must answer 401 before that, and find the
     # key once the fetch lands.
