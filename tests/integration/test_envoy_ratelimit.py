@@ -104,7 +104,7 @@ def test_two_link_processes_share_one_redis_budget(redis_server: RedisServer) ->
         "metering": {"enabled": False}, "snapshots": {"enabled": False}, "registry": {"source": "none"},
         "policy": {"enabled": False}, "routes": ROUTES, "mcp": {"port": 0},  # two processes: no fixed MCP port
         "ratelimit": {"backend": "redis", "redis_url": redis_server.url, "tenants": yaml.safe_load(TENANTS),
-                      "redis_timeout_ms": 200},
+                      "redis_timeout_ms": 1000},  # a loaded machine must not fall back to local buckets here
     }
     with tempfile.TemporaryDirectory(prefix="stoa-rl-") as tmp:
         links = [_serve(config, Path(tmp), f"link{i}") for i in range(2)]
