@@ -42,8 +42,11 @@ def spawn_workers(settings: Settings, argv: list[str],
     decision socket, and stop when the parent forwards SIGTERM. They neither serve MCP nor
     register: the caller does both, and writes its gateway id to ``controlplane.gateway_id_file``.
     """
+    from link.controlplane.shared import clear_worker_files
     from link.httpauthz.server import INHERITED_FDS_ENV
 
+    if settings.controlplane.gateway_id_file:  # an earlier run's worker files would be counted again
+        clear_worker_files(os.path.dirname(settings.controlplane.gateway_id_file) or ".")
     fds = tuple(s.fileno() for s in http_sockets or [])
     env = {**os.environ, INHERITED_FDS_ENV: ",".join(map(str, fds))} if fds else None
     children = []

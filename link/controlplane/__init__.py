@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from link.controlplane.client import ControlPlaneClient, RegistrationState
@@ -17,10 +20,12 @@ from link.controlplane.registration import (
     read_gateway_key,
     registration_body,
 )
-from link.controlplane.shared import GatewayIdFollower, write_gateway_id
+from link.controlplane.shared import GatewayIdFollower, pod_view, write_gateway_id
 
 if TYPE_CHECKING:
     from link.app import LinkApp
+
+_log = logging.getLogger("stoa.link.controlplane")
 
 __all__ = [
     "ControlPlaneClient",
@@ -42,21 +47,36 @@ def install(app: LinkApp) -> None:
     if not cp.url:
         if cp.gateway_id_file:
             # A worker process: the first process of the pod registers; follow the id it got.
-            app.add_component(GatewayIdFollower(cp.gateway_id_file, app.set_gateway_id))
+            # Its counters and readiness go next to the file, for the first process's heartbeat.
+            app.add_component(GatewayIdFollower(cp.gateway_id_file, app.set_gateway_id,
+                                                counters=request_counters, ready=lambda: app.readiness()[0]))
             return
         app.ready_checks["controlplane"] = lambda: (True, "off (controlplane.url is not set)")
         return
+    shared_dir: str | None = None
     if cp.gateway_id_file:
         shared = cp.gateway_id_file
+        shared_dir = os.path.dirname(shared) or "."
         app.on_gateway_id(lambda gateway_id: write_gateway_id(shared, gateway_id))
 
     def status() -> str:
-        # The heartbeat reports what /health/ready says (our own line there is always ready).
+        # The heartbeat reports what /health/ready says (our own line there is always ready), and
+        # for the whole pod: a worker not ready, or silent, makes it degraded.
         ready, _ = app.readiness()
+        if ready and shared_dir is not None:
+            unwell = pod_view(shared_dir, {}).unwell
+            if unwell:
+                _log.warning("heartbeat: degraded, workers not well: %s", "; ".join(unwell))
+                ready = False
         return "healthy" if ready else "degraded"
 
+    def counters() -> Mapping[str, int]:
+        # This process's counters plus what each worker last wrote: the pod's requests, not one process's.
+        own = request_counters()
+        return own if shared_dir is None else pod_view(shared_dir, own).counters
+
     # Events name the gateway by the id the control plane assigned (the instance name until then).
-    client = ControlPlaneClient(app.settings, status=status, started_at=app.started_at,
+    client = ControlPlaneClient(app.settings, status=status, counters=counters, started_at=app.started_at,
                                 on_registered=app.set_gateway_id)
     app.add_component(client)
     app.extras["controlplane"] = client

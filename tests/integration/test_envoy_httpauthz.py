@@ -9,6 +9,7 @@ only Envoy may set, several worker processes sharing one socket, and a graceful 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from link.model import Decision, RequestContext
+from tests.harness.controlplane import ControlPlaneServer
 from tests.harness.envoy import envoy_for
 from tests.harness.procs import ManagedProcess, free_port, wait_for_port, wait_until
 from tests.harness.sidecar import Sidecar
@@ -284,5 +286,57 @@ def test_worker_processes_share_one_socket_and_drain_on_sigterm(listen: str) -> 
             assert proc.proc.wait(30) == 0
             if listen == "uds":
                 assert not sock.exists()  # the first process removes the socket it bound
+        finally:
+            proc.stop()
+
+
+def test_a_multi_worker_pod_heartbeats_once_for_all_its_workers() -> None:
+    """`serve` with two workers, against a local control plane (the same HTTP contract, ADR-057):
+    one registration; the heartbeat counts the checks both processes decided; a worker killed
+    makes the pod degraded while its counts stay in."""
+    with tempfile.TemporaryDirectory(prefix="stoa-workers-") as tmp, \
+            ControlPlaneServer(heartbeat_interval_s=0.3) as cp:
+        grpc = _free_run(4)
+        admin = grpc + 2
+        link_http = f"127.0.0.1:{free_port()}"
+        config = {"server": {"workers": 2, "grpc_address": f"127.0.0.1:{grpc}", "http_address": link_http,
+                             "admin_address": f"127.0.0.1:{admin}", "shutdown_grace_s": 2},
+                  "controlplane": {"url": cp.url, "heartbeat_interval_min_s": 0.1,
+                                   "gateway_id_file": str(Path(tmp) / "gateway-id")},
+                  "metering": {"enabled": False, "spool_dir": str(Path(tmp) / "spool")},
+                  "snapshots": {"enabled": False}, "registry": {"source": "none"}, "policy": {"enabled": False},
+                  "mcp": {"enabled": False}, "routes": ROUTES}
+        path = Path(tmp) / "link.yaml"
+        path.write_text(yaml.safe_dump(config))
+        proc = ManagedProcess([sys.executable, "-m", "link.cli", "serve", "--config", str(path)],
+                              log_path=Path(tmp) / "link.log")
+        try:
+            admins = [f"http://127.0.0.1:{admin}", f"http://127.0.0.1:{admin + 1}"]
+            for port in (admin, admin + 1):
+                wait_for_port(port, timeout=30, proc=proc.proc)
+            sent = 0
+            for _ in range(400):  # fresh connections until both processes decided some (bounded)
+                if sent and all(_decisions(a) > 0 for a in admins):
+                    break
+                assert _direct_check(link_http, "/public/w") == 200
+                sent += 1
+            per_process = [_decisions(a) for a in admins]
+            assert all(per_process) and sum(per_process) == sent
+
+            def last_heartbeat() -> dict[str, Any]:
+                beats = cp.of_kind("heartbeat")
+                return beats[-1].body if beats else {}
+
+            assert wait_until(lambda: last_heartbeat().get("metrics", {}).get("requests_total") == sent, timeout=20), \
+                last_heartbeat()
+            assert last_heartbeat()["status"] == "healthy"
+            assert len(cp.of_kind("register")) == 1
+
+            worker_files = list(Path(tmp).glob("counters-*.json"))
+            assert len(worker_files) == 1
+            os.kill(int(worker_files[0].stem.removeprefix("counters-")), signal.SIGKILL)
+            assert wait_until(lambda: last_heartbeat().get("status") == "degraded", timeout=30), last_heartbeat()
+            assert last_heartbeat()["metrics"]["requests_total"] == sent  # what the dead worker decided stays
+            assert len(cp.of_kind("register")) == 1
         finally:
             proc.stop()
