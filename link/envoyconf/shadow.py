@@ -35,7 +35,15 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpFilter,
 )
 
-from link.envoyconf.bootstrap import EnvoyOptions, _address, _grpc, _health_listener, _pack, _static_cluster
+from link.envoyconf.bootstrap import (
+    EnvoyOptions,
+    _address,
+    _grpc,
+    _health_listener,
+    _overload_manager,
+    _pack,
+    _static_cluster,
+)
 
 __all__ = ["SHADOW_API_METADATA", "ShadowApi", "ShadowEnvoyOptions", "build_shadow_bootstrap"]
 
@@ -65,6 +73,9 @@ class ShadowEnvoyOptions:
     link: str = "127.0.0.1:9191"
     message_timeout_ms: int = 200
     health_port: int = 0  # a listener answering /ready for Kubernetes probes; 0 = none
+    # Overload manager, as in the sidecar (a connection cap, a heap watch); 0 turns a monitor off.
+    max_downstream_connections: int = 4_096
+    max_heap_bytes: int = 192 << 20  # under the shadow Envoy container's 256Mi memory limit
 
 
 def _observe_mode() -> ProcessingMode:
@@ -150,6 +161,10 @@ def build_shadow_bootstrap(opts: ShadowEnvoyOptions) -> dict[str, Any]:
     bootstrap = Bootstrap(
         admin=Admin(address=_address(f"{opts.admin_address}:{opts.admin_port}")),
         static_resources=BootstrapStaticResources(listeners=listeners, clusters=clusters),
+        # A legacy API's traffic must not take Envoy past its memory limit either (the health
+        # listener is exempt from the connection cap).
+        overload_manager=_overload_manager(EnvoyOptions(max_downstream_connections=opts.max_downstream_connections,
+                                                        max_heap_bytes=opts.max_heap_bytes)),
     )
     out = bootstrap.to_dict()
     _explicit(out)

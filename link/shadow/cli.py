@@ -46,12 +46,15 @@ def shadow_envoy_config(args: argparse.Namespace) -> str:
     from link.envoyconf.shadow import ShadowApi, ShadowEnvoyOptions, build_shadow_bootstrap
     from link.shadow.runner import shadow_apis
 
+    limits: dict[str, int] = {}
     if args.config:
         from link.settings import load_settings
 
         settings = load_settings(args.config, overrides={"mode": "shadow", **(
             {"shadow.target": args.target} if args.target else {})})
         apis = tuple(a for a, _ in shadow_apis(settings))
+        limits = {"max_downstream_connections": settings.envoy.max_downstream_connections,
+                  "max_heap_bytes": settings.envoy.max_heap_bytes}
     elif args.target:
         from link.shadow.runner import _name_of
 
@@ -59,8 +62,18 @@ def shadow_envoy_config(args: argparse.Namespace) -> str:
     else:
         raise ConfigError("--target", "shadow mode needs the legacy API's URL (--target URL)")
     link = (args.link or "127.0.0.1:9191").split(",")[0].strip()
-    opts = ShadowEnvoyOptions(apis=apis, listen_address=args.listen_address, listen_port=args.listen,
-                              admin_port=args.admin_port, link=link, health_port=args.health_port)
+    for flag in ("max_downstream_connections", "max_heap_bytes"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if value < 0:
+                raise ConfigError(f"--{flag.replace('_', '-')}", "expected 0 (off) or a positive number")
+            limits[flag] = value
+    defaults = ShadowEnvoyOptions(apis=apis)
+    opts = ShadowEnvoyOptions(
+        apis=apis, listen_address=args.listen_address, listen_port=args.listen, admin_port=args.admin_port,
+        link=link, health_port=args.health_port,
+        max_downstream_connections=limits.get("max_downstream_connections", defaults.max_downstream_connections),
+        max_heap_bytes=limits.get("max_heap_bytes", defaults.max_heap_bytes))
     try:
         bootstrap = build_shadow_bootstrap(opts)
     except ValueError as exc:

@@ -59,6 +59,7 @@ def shadow_envoy_options(settings: Settings, link_address: str | None = None) ->
         apis=tuple(a for a, _ in shadow_apis(settings)),
         listen_address=e.listen_address, listen_port=e.listen_port, admin_port=e.admin_port,
         link=link_address or settings.server.grpc_address,
+        max_downstream_connections=e.max_downstream_connections, max_heap_bytes=e.max_heap_bytes,
     )
 
 

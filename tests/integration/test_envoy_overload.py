@@ -1,5 +1,6 @@
 """Envoy's overload manager as generated: a global cap on client connections and a heap watch.
 
+The sidecar's bootstrap and the shadow mode's (a legacy API's front proxy) alike.
 Real Envoy, real sockets: the cap is reached by holding connections open, and the
 connection past it is closed by Envoy at accept while the health listener and the
 admin interface (both exempt) still answer. Without the monitors Envoy warns at
@@ -15,6 +16,7 @@ import urllib.request
 import pytest
 
 from link.envoyconf import EnvoyOptions, build_bootstrap, render_yaml
+from link.envoyconf.shadow import ShadowApi, ShadowEnvoyOptions, build_shadow_bootstrap
 from tests.harness.envoy import EnvoyProcess
 from tests.harness.procs import free_port, wait_until
 
@@ -23,11 +25,21 @@ pytestmark = pytest.mark.integration
 _WARNING = "no configured limit to the number of allowed active downstream connections"
 
 
-def _envoy(**options: int) -> tuple[EnvoyProcess, int]:
+def _envoy(mode: str = "sidecar", **options: int) -> tuple[EnvoyProcess, int]:
     port, health = free_port(), free_port()
-    opts = EnvoyOptions(listen_address="127.0.0.1", listen_port=port, admin_port=0, health_port=health,
-                        link_filters=False, upstream=f"http://127.0.0.1:{free_port()}", **options)
-    return EnvoyProcess(render_yaml(build_bootstrap(opts)), port, log_level="warning"), health
+    if mode == "shadow":
+        bootstrap = build_shadow_bootstrap(ShadowEnvoyOptions(
+            apis=(ShadowApi(name="legacy", target=f"http://127.0.0.1:{free_port()}"),),
+            listen_address="127.0.0.1", listen_port=port, admin_port=0, health_port=health,
+            link=f"127.0.0.1:{free_port()}", **options))
+    else:
+        bootstrap = build_bootstrap(EnvoyOptions(
+            listen_address="127.0.0.1", listen_port=port, admin_port=0, health_port=health,
+            link_filters=False, upstream=f"http://127.0.0.1:{free_port()}", **options))
+    return EnvoyProcess(render_yaml(bootstrap), port, log_level="warning"), health
+
+
+MODES = pytest.mark.parametrize("mode", ["sidecar", "shadow"])
 
 
 @pytest.mark.parametrize(("options", "warns"), [
@@ -36,8 +48,9 @@ def _envoy(**options: int) -> tuple[EnvoyProcess, int]:
     ({"max_downstream_connections": 0}, True),
     ({"max_downstream_connections": 0, "max_heap_bytes": 0}, True),
 ])
-def test_startup_warning_follows_the_connection_cap(options: dict[str, int], warns: bool) -> None:
-    envoy, health = _envoy(**options)
+@MODES
+def test_startup_warning_follows_the_connection_cap(mode: str, options: dict[str, int], warns: bool) -> None:
+    envoy, health = _envoy(mode, **options)
     with envoy:
         assert wait_until(lambda: _ready(health), timeout=10)
         assert (_WARNING in envoy.log_text()) is warns
@@ -59,9 +72,10 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return False
 
 
-def test_connections_past_the_cap_are_closed_and_probes_still_answer() -> None:
+@MODES
+def test_connections_past_the_cap_are_closed_and_probes_still_answer(mode: str) -> None:
     cap = 4
-    envoy, health = _envoy(max_downstream_connections=cap)
+    envoy, health = _envoy(mode, max_downstream_connections=cap)
     held: list[socket.socket] = []
     with envoy:
         active = f"listener.127.0.0.1_{envoy.port}.downstream_cx_active"
