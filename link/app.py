@@ -29,6 +29,7 @@ _PLUGINS = (
     "link.metering",
     "link.snapshots",
     "link.controlplane",
+    "link.kubeevents",
 )
 
 

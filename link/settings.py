@@ -441,6 +441,16 @@ class ControlPlaneSettings(_Section):
         return self
 
 
+class EventsSettings(_Section):
+    """Kubernetes Events on Link's pod when readiness changes (``kubectl describe pod`` says why)."""
+
+    # auto: on in a pod (POD_NAME/POD_NAMESPACE set, and a service account or registry.kubeconfig)
+    enabled: Literal["auto", "on", "off"] = "auto"
+    interval_s: float = Field(default=2.0, gt=0)  # how often readiness is looked at
+    settle_s: float = Field(default=5.0, ge=0)  # how long a not-ready state lasts before it is reported
+    timeout_s: float = Field(default=5.0, gt=0)  # one write to the apiserver
+
+
 class RegistrySettings(_Section):
     source: Literal["files", "kubernetes", "none"] = "files"
     path: str | None = None  # directory of Tool/ToolSet YAML manifests
@@ -635,6 +645,7 @@ class Settings(_Section):
     tracing: TracingSettings = TracingSettings()
     controlplane: ControlPlaneSettings = ControlPlaneSettings()
     registry: RegistrySettings = RegistrySettings()
+    events: EventsSettings = EventsSettings()
     mcp: McpSettings = McpSettings()
     envoy: EnvoySettings = EnvoySettings()
     shadow: ShadowSettings = ShadowSettings()

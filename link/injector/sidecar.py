@@ -131,6 +131,8 @@ def link_container(gateway: str, config: InjectorConfig) -> dict[str, Any]:
             {"name": "PRIMARY_GATEWAY", "value": gateway},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            # Readiness changes become Events on this pod (link/kubeevents.py), by name and uid.
+            {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
             {"name": "STOA_SERVER_GRPC_ADDRESS", "value": f"127.0.0.1:{LINK_GRPC_PORT}"},
             # Envoy's HTTP ext_authz decisions (the default transport), loopback only.
             {"name": "STOA_SERVER_HTTP_ADDRESS", "value": f"127.0.0.1:{LINK_HTTP_PORT}"},

@@ -16,6 +16,9 @@ apiserver, for the ``gostoa.dev/v1alpha1`` kinds Link watches (``tools``, ``tool
   ``Status`` with ``code: 410`` (as the real apiserver sends), then the stream
   ends; ``timeoutSeconds`` ends it cleanly; bookmarks go to watches that asked
   with ``allowWatchBookmarks``;
+- ``POST /api/v1/namespaces/{ns}/events``: a core ``v1`` Event is created (a name is
+  generated from ``metadata.generateName``), recorded in :attr:`FakeKubeApi.events`, and
+  answered 201; an Event in another namespace than the path's is a 400, as on a cluster;
 - ``GET|PATCH|PUT .../namespaces/{ns}/{plural}/{name}[/status]``: one object
   and its status subresource (merge patch or full replace), recorded in
   :attr:`FakeKubeApi.status_writes`. A status write that changes something
@@ -137,6 +140,7 @@ class FakeKubeApi:
         self.token = token
         self.port = free_port()
         self.status_writes: list[StatusWrite] = []
+        self.events: list[dict[str, Any]] = []  # core v1 Events created, in order
         self.requests: list[RecordedRequest] = []
         self._cond = threading.Condition()
         self._state = _State()
@@ -285,7 +289,7 @@ class FakeKubeApi:
     def fail_next(self, verb: str, code: int = 500, times: int = 1) -> None:
         """Answer the next ``times`` requests of ``verb`` with ``code``.
 
-        Verbs: list, continue (a list request carrying a continue token), watch, patch, put, get.
+        Verbs: list, continue (a list request carrying a continue token), watch, patch, put, get, create (events).
         """
         with self._cond:
             self._faults.append(_Fault(verb, code, times))
@@ -385,6 +389,39 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     # -- verbs --------------------------------------------------------------
+    def do_POST(self) -> None:
+        parts = urlsplit(self.path)
+        with self.fake._cond:
+            self.fake.requests.append(RecordedRequest(self.command, parts.path, {}))
+        if self.fake.token is not None and self.headers.get("Authorization") != f"Bearer {self.fake.token}":
+            self._error(401, "Unauthorized", "Unauthorized")
+            return
+        segs = parts.path.strip("/").split("/")
+        if segs[:3] != ["api", "v1", "namespaces"] or len(segs) != 5 or segs[4] != "events":
+            self._error(405, "MethodNotAllowed", f"only core v1 events can be created here ({parts.path})")
+            return
+        try:
+            body = self._read_body()
+        except ValueError:
+            self._error(400, "BadRequest", "body is not JSON")
+            return
+        if self._fault("create"):
+            return
+        namespace = segs[3]
+        meta = (body or {}).get("metadata") or {}
+        if not isinstance(body, dict) or body.get("kind") != "Event" or meta.get("namespace", namespace) != namespace:
+            self._error(400, "BadRequest", "the namespace of the provided object does not match the namespace "
+                                           "sent on the request")
+            return
+        with self.fake._cond:  # events have no watch here: the registry's resourceVersions stay as they were
+            event = copy.deepcopy(body)
+            event["metadata"] = {**meta, "namespace": namespace, "resourceVersion": str(len(self.fake.events) + 1),
+                                 "name": meta.get("name") or f"{meta.get('generateName', 'event.')}{uuid.uuid4().hex[:10]}",
+                                 "uid": str(uuid.uuid4())}
+            self.fake.events.append(event)
+            self.fake._cond.notify_all()
+        self._send_json(201, event)
+
     def do_GET(self) -> None:
         route = self._route()
         if route is None:

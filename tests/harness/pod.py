@@ -22,7 +22,7 @@ Deployment's pod template from the result and:
   in env) gets a free loopback port, and ``0.0.0.0`` becomes ``127.0.0.1``
   (loopback only). :meth:`LocalPod.port` translates a pod port.
 - **starts each container's own command and args with its own env** (env,
-  envFrom, fieldRef ``metadata.name``/``metadata.namespace``, and the image's
+  envFrom, fieldRef ``metadata.name``/``metadata.namespace``/``metadata.uid``, and the image's
   ``ENV``/``ENTRYPOINT``/``CMD``/``WORKDIR`` read from the project's
   Dockerfile for the Link image), and nothing of the test's environment but
   ``PATH`` and ``PYTHONPATH`` (so the checkout under test is what runs).
@@ -125,6 +125,7 @@ class LocalPod:
     config_map_edits: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     images: Mapping[str, ImageConfig] = field(default_factory=dict)  # image name (no tag) -> config
     pod_name: str = "pod-0"
+    pod_uid: str = "0b5e7c1e-5d2a-4c7e-9a51-2f6c3d8e4a10"
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -299,7 +300,8 @@ class LocalPod:
                 env[item["name"]] = str(item["value"])
             elif "fieldRef" in item.get("valueFrom", {}):
                 field_path = item["valueFrom"]["fieldRef"]["fieldPath"]
-                env[item["name"]] = {"metadata.name": self.pod_name, "metadata.namespace": self.namespace}[field_path]
+                env[item["name"]] = {"metadata.name": self.pod_name, "metadata.namespace": self.namespace,
+                                     "metadata.uid": self.pod_uid}[field_path]
             else:
                 raise ValueError(f"{name}: env {item['name']}: only value and fieldRef are run here")
         mounts = self._mounts(c)

@@ -68,6 +68,7 @@ from tests.harness.controlplane import ControlPlaneServer
 from tests.harness.kafka import TansuBroker, TopicReader
 from tests.harness.kube_api import FakeKubeApi
 from tests.harness.pod import ROOT, LocalPod, dockerfile_image, render_overlay
+from tests.harness.procs import wait_until
 from tests.harness.upstream import EchoUpstream
 
 pytestmark = pytest.mark.integration
@@ -277,13 +278,17 @@ def test_a_custom_policy_is_used_or_keeps_the_pod_not_ready(
     settings["policy"] = {"paths": ["/etc/stoa-link/policy"]}
     keys = {hash_api_key(API_KEY): {"consumer": CONSUMER, "tenant": TENANT},
             hash_api_key(OTHER_KEY): {"consumer": "other-app", "tenant": TENANT}}
-    with EchoUpstream() as gateway:
+    # The apiserver Link writes its pod's Events to: the local server speaking its protocol.
+    with EchoUpstream() as gateway, FakeKubeApi() as kube:
         pod = LocalPod(objects, WORKLOADS["kong"].deployment, tmp_path,
                        secrets={"stoa-link-api-keys": {"keys.yaml": yaml.safe_dump(keys)}},
                        stand_ins={"proxy": gateway.port},
                        config_map_edits={config["metadata"]["name"]: {"link.yaml": yaml.safe_dump(settings)},
-                                         "stoa-link-settings": {"STOA_REGISTRY_SOURCE": "none"}},
-                       images={LINK_IMAGE: dockerfile_image()})
+                                         "stoa-link-settings": {
+                                             "STOA_REGISTRY_SOURCE": "none",
+                                             "STOA_REGISTRY_KUBECONFIG": str(_kubeconfig(
+                                                 tmp_path / "operator" / "kubeconfig", kube.url))}},
+                       images={LINK_IMAGE: dockerfile_image()}, pod_name="kong-gateway-7c9d-q4t2z")
         with pod:
             readiness = pod.wait_for_probe(LINK_CONTAINER, "readinessProbe",
                                            lambda r: r.status is not None and detail in r.body, timeout=60)
@@ -291,6 +296,14 @@ def test_a_custom_policy_is_used_or_keeps_the_pod_not_ready(
             assert detail in readiness.body
             if not ready:
                 assert "policy load failed" in pod.log(LINK_CONTAINER)  # the line `kubectl logs` shows
+                # ... and the Event `kubectl describe pod` shows, on this pod, naming the cause.
+                assert wait_until(lambda: any(e["reason"] == "NotReady" for e in kube.events), timeout=30), \
+                    pod.log(LINK_CONTAINER)[-2000:]
+                event = next(e for e in kube.events if e["reason"] == "NotReady")
+                assert event["type"] == "Warning" and detail in event["message"]
+                assert event["involvedObject"]["name"] == "kong-gateway-7c9d-q4t2z"
+                assert event["involvedObject"]["namespace"] == event["metadata"]["namespace"] == "kong"
+                assert event["involvedObject"]["uid"] == pod.pod_uid
                 return
             envoy = f"http://127.0.0.1:{pod.port('stoa-http', ENVOY_CONTAINER)}"
             assert httpx.get(f"{envoy}/invoices/1", headers={"x-api-key": API_KEY}, timeout=10).status_code == 200

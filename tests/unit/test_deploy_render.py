@@ -194,12 +194,16 @@ def test_webhook_policy_and_selectors() -> None:
     assert expr["operator"] == "NotIn" and labels[expr["key"]] in expr["values"]
 
 
-def test_rbac_is_the_registry_kinds_only() -> None:
+def test_rbac_is_the_registry_kinds_and_the_pods_events_only() -> None:
     objs = render("overlays/kong")
-    roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
-    assert [r["metadata"]["name"] for r in roles] == ["stoa-link-registry"]
+    roles = {o["metadata"]["name"]: o for o in objs if o["kind"] in ("Role", "ClusterRole")}
+    assert sorted(roles) == ["stoa-link-events", "stoa-link-registry"]
+    # Events: create, in the pod's own namespace (a Role, not a ClusterRole), nothing else.
+    events = roles["stoa-link-events"]
+    assert events["kind"] == "Role" and events["metadata"]["namespace"] == "kong"
+    assert events["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
     rules = sorted((tuple(r["apiGroups"]), tuple(sorted(r["resources"])), tuple(sorted(r["verbs"])))
-                   for r in roles[0]["rules"])
+                   for r in roles["stoa-link-registry"]["rules"])
     # Exactly what the Kubernetes source watches (and writes the status of), no more.
     watched = sorted(PLURALS[kind] for kind in WATCHED_KINDS)
     assert watched == ["openapiimports", "prompts", "resources", "tools", "toolsets"]
@@ -208,7 +212,8 @@ def test_rbac_is_the_registry_kinds_only() -> None:
         (("gostoa.dev",), tuple(f"{p}/status" for p in watched), ("patch", "update")),
     ]
     bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
-    assert [b["subjects"][0]["name"] for b in bindings] == ["stoa-link"]
+    assert sorted(b["roleRef"]["name"] for b in bindings) == ["stoa-link-events", "stoa-link-registry"]
+    assert {(b["subjects"][0]["name"], b["subjects"][0]["namespace"]) for b in bindings} == {("stoa-link", "kong")}
     injector_sa = find(objs, "ServiceAccount", "stoa-link-injector")
     assert injector_sa["automountServiceAccountToken"] is False
 
