@@ -356,14 +356,20 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         return json.loads(raw) if raw else None
 
+    def _admitted(self, path: str, query: dict[str, str]) -> bool:
+        """Record the request; False after answering 401 when a token is required and not sent."""
+        with self.fake._cond:
+            self.fake.requests.append(RecordedRequest(self.command, path, query))
+        if self.fake.token is not None and self.headers.get("Authorization") != f"Bearer {self.fake.token}":
+            self._error(401, "Unauthorized", "Unauthorized")
+            return False
+        return True
+
     def _route(self) -> tuple[str, str | None, str | None, bool, dict[str, str]] | None:
         """-> (plural, namespace, name, status_subresource, query), or None after answering 404."""
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        with self.fake._cond:
-            self.fake.requests.append(RecordedRequest(self.command, parts.path, query))
-        if self.fake.token is not None and self.headers.get("Authorization") != f"Bearer {self.fake.token}":
-            self._error(401, "Unauthorized", "Unauthorized")
+        if not self._admitted(parts.path, query):
             return None
         if not parts.path.startswith(_PREFIX):
             self._error(404, "NotFound", f"the server could not find the requested resource ({parts.path})")
@@ -391,10 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- verbs --------------------------------------------------------------
     def do_POST(self) -> None:
         parts = urlsplit(self.path)
-        with self.fake._cond:
-            self.fake.requests.append(RecordedRequest(self.command, parts.path, {}))
-        if self.fake.token is not None and self.headers.get("Authorization") != f"Bearer {self.fake.token}":
-            self._error(401, "Unauthorized", "Unauthorized")
+        if not self._admitted(parts.path, {}):
             return
         segs = parts.path.strip("/").split("/")
         if segs[:3] != ["api", "v1", "namespaces"] or len(segs) != 5 or segs[4] != "events":
