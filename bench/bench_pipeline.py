@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import yaml
 
 from link.app import LinkApp
+from link.heap import freeze_start_up_heap
 from link.model import Request
 from link.settings import load_settings
 
@@ -59,6 +60,7 @@ def settings_file(tmp: Path, decision_log: bool, bare: bool) -> Path:
 async def run(path: Path, n: int) -> tuple[float, dict[str, float]]:
     app = LinkApp(load_settings(str(path), env={}), plugins=())
     await app.start()
+    freeze_start_up_heap()  # as `stoa-link serve` does once started
     try:
         def request(i: int) -> Request:
             return Request(method="GET", path="/bench/item", headers={**HEADERS, "x-request-id": f"r-{i}"},

@@ -102,8 +102,16 @@ class _JsonRedactor:
 
     def __init__(self, keys: frozenset[str]) -> None:
         self._keys = keys
-        self._needles = tuple(f'"{k}":' for k in keys)
-        self._exact = not all(k.isascii() for k in keys)
+        # One search per distinct ending, not per key: a key ends with exactly one of these
+        # (none is a suffix of another), e.g. ``token":`` finds token, access_token, x-auth-token.
+        # Each search reads the whole text, so fewer searches is most of the cost.
+        endings: list[str] = []
+        for key in sorted(keys, key=len):
+            if not any(key.endswith(e) for e in endings):
+                endings.append(key)
+        self._needles = tuple(f'{e}":' for e in endings)
+        # Quotes or backslashes in a name would need the escapes understood: the exact walk then.
+        self._exact = not all(k.isascii() and '"' not in k and "\\" not in k for k in keys)
 
     def _walk(self, value: Any) -> str:
         # The stdlib's ASCII encoding, as the log always wrote it (its lines stay ASCII on any stdout).
@@ -115,20 +123,23 @@ class _JsonRedactor:
             return self._walk(value)
         if not self._keys:
             return text
-        if self._exact or "\\u" in text:
+        if self._exact or ("\\" in text and "\\u" in text):  # one memchr rules out any escape
             return self._walk(value)
         lowered = text.lower()
         spans: list[tuple[int, int]] = []
         for needle in self._needles:
             at = lowered.find(needle)
-            while at > 0:
-                if text[at - 1] in "{,":
-                    start = at + len(needle)
+            while at >= 0:
+                # Outside strings, a quote before a colon always ends an object key: its name starts
+                # after the quote before it (a name with an escaped quote never equals a secret one).
+                start = at + len(needle)
+                opening = lowered.rfind('"', 0, at)
+                if (opening > 0 and text[opening - 1] in "{," and lowered[opening + 1:start - 2] in self._keys):
                     m = _JSON_STRING.match(text, start)
                     if m is None:
                         return self._walk(value)
                     spans.append((start, m.end()))
-                at = lowered.find(needle, at + 1)
+                at = lowered.find(needle, start)
         if not spans:
             return text
         spans.sort()

@@ -43,6 +43,12 @@ TABLE: list[tuple[Any, Any]] = [
     ({"pässword": "x", "password": "y"}, {"pässword": "x", "password": REDACTED}),
     ([], []),
     ("plain", "plain"),
+    # One search finds every key with the same ending (token, access_token), whole names only.
+    ({"access_token": "a", "mytoken": "b", "Token": "c", "x": {"ACCESS_TOKEN": "d"}},
+     {"access_token": REDACTED, "mytoken": "b", "Token": REDACTED, "x": {"ACCESS_TOKEN": REDACTED}}),
+    ({'a"token': "kept", "a\\token": "kept", "t": 'x","token":"y'},
+     {'a"token': "kept", "a\\token": "kept", "t": 'x","token":"y'}),  # escapes in names and values
+    ({"note": "C:\\dir", "token": "t"}, {"note": "C:\\dir", "token": REDACTED}),  # a backslash, no \u escape
 ]
 
 
