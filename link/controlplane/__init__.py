@@ -54,6 +54,7 @@ def install(app: LinkApp) -> None:
         app.ready_checks["controlplane"] = lambda: (True, "off (controlplane.url is not set)")
         return
     shared_dir: str | None = None
+    spawned = max(0, app.settings.server.workers - 1)  # `serve` starts workers 1..N-1 beside this one
     if cp.gateway_id_file:
         shared = cp.gateway_id_file
         shared_dir = os.path.dirname(shared) or "."
@@ -64,7 +65,7 @@ def install(app: LinkApp) -> None:
         # for the whole pod: a worker not ready, or silent, makes it degraded.
         ready, _ = app.readiness()
         if ready and shared_dir is not None:
-            unwell = pod_view(shared_dir, {}).unwell
+            unwell = pod_view(shared_dir, {}, expected=spawned, since=app.started_at).unwell
             if unwell:
                 _log.warning("heartbeat: degraded, workers not well: %s", "; ".join(unwell))
                 ready = False

@@ -8,7 +8,8 @@ and stamp their events with the same id.
 The heartbeat speaks for the whole pod: each worker writes its request counters
 and readiness next to that file (``counters-<pid>.json``, once per poll, off the
 loop), and the first process adds them to its own. A worker whose file says it
-is not ready, or has not been rewritten for ``STALE_S`` (it died or hangs), makes
+is not ready, or has not been rewritten for ``STALE_S`` (it died or hangs), or that
+never wrote one ``STALE_S`` after the workers started (it died at start-up), makes
 the pod's heartbeat ``degraded``. Counters of a worker that died stay counted:
 they are requests the pod served.
 """
@@ -74,8 +75,12 @@ class PodView:
 
 
 def pod_view(directory: str | Path, own: Mapping[str, int], *, own_key: str = "",
-             now: float | None = None) -> PodView:
-    """Sum ``own`` with the counters the workers wrote next to the gateway id file."""
+             now: float | None = None, expected: int = 0, since: float | None = None) -> PodView:
+    """Sum ``own`` with the counters the workers wrote next to the gateway id file.
+
+    ``expected`` is how many workers were started (at ``since``): once ``STALE_S`` has passed,
+    a worker that never wrote its file (it died at start-up) is unwell too.
+    """
     now = time.time() if now is None else now
     total = {k: int(v) for k, v in own.items()}
     unwell: list[str] = []
@@ -102,6 +107,10 @@ def pod_view(directory: str | Path, own: Mapping[str, int], *, own_key: str = ""
             unwell.append(f"{key}: silent for {now - at:.0f} s")
         elif ready is not True:
             unwell.append(f"{key}: not ready")
+    files = len(paths) - sum(1 for p in paths if p.name == f"{COUNTERS_PREFIX}{own_key}.json")
+    if files < expected and (since is None or now - since > STALE_S):
+        missing = expected - files
+        unwell.append(f"{missing} worker{'s' if missing > 1 else ''} of {expected} never reported")
     return PodView(total, seen, tuple(unwell))
 
 

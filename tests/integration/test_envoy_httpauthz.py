@@ -290,6 +290,19 @@ def test_worker_processes_share_one_socket_and_drain_on_sigterm(listen: str) -> 
             proc.stop()
 
 
+def _multi_worker_config(tmp: Path, cp_url: str, *, workers: int, grpc: int, admin: int, link_http: str) -> Path:
+    config = {"server": {"workers": workers, "grpc_address": f"127.0.0.1:{grpc}", "http_address": link_http,
+                         "admin_address": f"127.0.0.1:{admin}", "shutdown_grace_s": 2},
+              "controlplane": {"url": cp_url, "heartbeat_interval_min_s": 0.1,
+                               "gateway_id_file": str(tmp / "gateway-id")},
+              "metering": {"enabled": False, "spool_dir": str(tmp / "spool")},
+              "snapshots": {"enabled": False}, "registry": {"source": "none"}, "policy": {"enabled": False},
+              "mcp": {"enabled": False}, "routes": ROUTES}
+    path = tmp / "link.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def test_a_multi_worker_pod_heartbeats_once_for_all_its_workers() -> None:
     """`serve` with two workers, against a local control plane (the same HTTP contract, ADR-057):
     one registration; the heartbeat counts the checks both processes decided; a worker killed
@@ -299,15 +312,7 @@ def test_a_multi_worker_pod_heartbeats_once_for_all_its_workers() -> None:
         grpc = _free_run(4)
         admin = grpc + 2
         link_http = f"127.0.0.1:{free_port()}"
-        config = {"server": {"workers": 2, "grpc_address": f"127.0.0.1:{grpc}", "http_address": link_http,
-                             "admin_address": f"127.0.0.1:{admin}", "shutdown_grace_s": 2},
-                  "controlplane": {"url": cp.url, "heartbeat_interval_min_s": 0.1,
-                                   "gateway_id_file": str(Path(tmp) / "gateway-id")},
-                  "metering": {"enabled": False, "spool_dir": str(Path(tmp) / "spool")},
-                  "snapshots": {"enabled": False}, "registry": {"source": "none"}, "policy": {"enabled": False},
-                  "mcp": {"enabled": False}, "routes": ROUTES}
-        path = Path(tmp) / "link.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = _multi_worker_config(Path(tmp), cp.url, workers=2, grpc=grpc, admin=admin, link_http=link_http)
         proc = ManagedProcess([sys.executable, "-m", "link.cli", "serve", "--config", str(path)],
                               log_path=Path(tmp) / "link.log")
         try:
@@ -340,3 +345,38 @@ def test_a_multi_worker_pod_heartbeats_once_for_all_its_workers() -> None:
             assert len(cp.of_kind("register")) == 1
         finally:
             proc.stop()
+
+
+def test_a_worker_that_dies_at_start_up_makes_the_pod_degraded() -> None:
+    """Three workers, and the third cannot start (its admin port is taken): it never writes a
+    counters file, so only the number started can show it. The pod keeps serving on the other two
+    and, once a worker has had time to report, the heartbeat says degraded and why."""
+    with tempfile.TemporaryDirectory(prefix="stoa-workers-") as tmp, \
+            ControlPlaneServer(heartbeat_interval_s=0.3) as cp:
+        grpc = _free_run(6)
+        admin = grpc + 3
+        link_http = f"127.0.0.1:{free_port()}"
+        path = _multi_worker_config(Path(tmp), cp.url, workers=3, grpc=grpc, admin=admin, link_http=link_http)
+        taken = socket.socket()
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", admin + 2))
+        taken.listen(1)
+        log = Path(tmp) / "link.log"
+        proc = ManagedProcess([sys.executable, "-m", "link.cli", "serve", "--config", str(path)], log_path=log)
+        try:
+            for port in (admin, admin + 1):
+                wait_for_port(port, timeout=30, proc=proc.proc)
+            assert _direct_check(link_http, "/public/w") == 200
+
+            def last_heartbeat() -> dict[str, Any]:
+                beats = cp.of_kind("heartbeat")
+                return beats[-1].body if beats else {}
+
+            assert wait_until(lambda: last_heartbeat().get("status") == "healthy", timeout=10), last_heartbeat()
+            assert wait_until(lambda: last_heartbeat().get("status") == "degraded", timeout=30), last_heartbeat()
+            assert "1 worker of 2 never reported" in log.read_text()
+            assert len(list(Path(tmp).glob("counters-*.json"))) == 1
+            assert _direct_check(link_http, "/public/w") == 200  # the others still serve
+        finally:
+            proc.stop()
+            taken.close()

@@ -47,6 +47,23 @@ def test_a_worker_not_ready_or_silent_is_named(tmp_path: Path) -> None:
     assert view.counters == {"requests_total": 3}  # a worker not ready still served what it counted
 
 
+def test_a_worker_that_never_wrote_its_file_is_unwell_once_it_had_time_to(tmp_path: Path) -> None:
+    """A worker that died at start-up leaves no file at all: only the count of started ones shows it."""
+    write_worker_file(tmp_path, "301", {"requests_total": 4}, ready=True)
+    now = _at(tmp_path, "301")
+    # Within the grace period a late starter is not reported; afterwards, the missing one is.
+    assert pod_view(tmp_path, {}, now=now, expected=2, since=now - 1).unwell == ()
+    late = pod_view(tmp_path, {}, now=now, expected=2, since=now - STALE_S - 1)
+    assert late.unwell == ("1 worker of 2 never reported",) and late.counters == {"requests_total": 4}
+    assert pod_view(tmp_path, {}, now=now, expected=3, since=now - STALE_S - 1).unwell == (
+        "2 workers of 3 never reported",)
+    assert pod_view(tmp_path, {}, now=now, expected=1, since=now - STALE_S - 1).unwell == ()
+    # The reporting process's own file (when it has one) is not a worker's.
+    write_worker_file(tmp_path, "300", {}, ready=True)
+    assert pod_view(tmp_path, {}, own_key="300", now=now, expected=2, since=now - STALE_S - 1).unwell == (
+        "1 worker of 2 never reported",)
+
+
 @pytest.mark.parametrize("content", [
     "", "{", "[]", "null", '{"counters": {}}', '{"counters": [], "ready": true, "at": 1}',
     '{"counters": {}, "ready": true, "at": "soon"}', "\xff",
