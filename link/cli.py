@@ -124,6 +124,10 @@ def _configure_logging(level: str) -> None:
     if level.lower() != "debug":
         # One line per control-plane heartbeat would drown the log; failures are logged by the client.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # A broker outage: aiokafka's line per reconnect attempt, once per 30 s with a count.
+        from link import logrepeat
+
+        logrepeat.install()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
