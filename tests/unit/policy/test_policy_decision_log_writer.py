@@ -127,3 +127,28 @@ def test_timestamps_format_like_datetime(epoch: float) -> None:
     from link.policy.decisionlog import _timestamp, reference_timestamp
 
     assert _timestamp(epoch) == reference_timestamp(epoch)
+
+
+async def test_the_queue_holds_text_not_the_live_document(tmp_path: Path) -> None:
+    """What is queued is the input as decided, encoded: neither a later change to the document nor
+    the document itself (thousands of them between flushes kept the cyclic collector busy) stays."""
+    import gc
+    import weakref
+
+    class Doc(dict):  # type: ignore[type-arg,unused-ignore]  # a dict that can be weakly referenced
+        pass
+
+    log = DecisionLog(str(tmp_path / "d.jsonl"), KEYS)
+    doc = Doc(attributes={"request": {"http": {"headers": {"authorization": "Bearer s3cr3t", "x": "1"}}}})
+    entry = DecisionEntry(decision_id="d1", timestamp=0.0, query="data.x.allow", input=doc, result={"allow": True},
+                          allowed=True, latency_us=1.0)
+    log.record(entry)
+    alive = weakref.ref(doc)
+    doc["attributes"]["request"]["http"]["headers"]["x"] = "changed later"
+    del doc, entry
+    gc.collect()
+    assert alive() is None
+    assert await log.drain() == 1
+    line = json.loads((tmp_path / "d.jsonl").read_text())
+    assert line["input"]["attributes"]["request"]["http"]["headers"] == {"authorization": REDACTED, "x": "1"}
+    assert line["result"] == {"allow": True}
