@@ -290,6 +290,11 @@ def test_worker_processes_share_one_socket_and_drain_on_sigterm(listen: str) -> 
             proc.stop()
 
 
+def _last_heartbeat(cp: ControlPlaneServer) -> dict[str, Any]:
+    beats = cp.of_kind("heartbeat")
+    return beats[-1].body if beats else {}
+
+
 def _multi_worker_config(tmp: Path, cp_url: str, *, workers: int, grpc: int, admin: int, link_http: str) -> Path:
     config = {"server": {"workers": workers, "grpc_address": f"127.0.0.1:{grpc}", "http_address": link_http,
                          "admin_address": f"127.0.0.1:{admin}", "shutdown_grace_s": 2},
@@ -329,8 +334,7 @@ def test_a_multi_worker_pod_heartbeats_once_for_all_its_workers() -> None:
             assert all(per_process) and sum(per_process) == sent
 
             def last_heartbeat() -> dict[str, Any]:
-                beats = cp.of_kind("heartbeat")
-                return beats[-1].body if beats else {}
+                return _last_heartbeat(cp)
 
             assert wait_until(lambda: last_heartbeat().get("metrics", {}).get("requests_total") == sent, timeout=20), \
                 last_heartbeat()
@@ -369,8 +373,7 @@ def test_a_worker_that_dies_at_start_up_makes_the_pod_degraded() -> None:
             assert _direct_check(link_http, "/public/w") == 200
 
             def last_heartbeat() -> dict[str, Any]:
-                beats = cp.of_kind("heartbeat")
-                return beats[-1].body if beats else {}
+                return _last_heartbeat(cp)
 
             assert wait_until(lambda: last_heartbeat().get("status") == "healthy", timeout=10), last_heartbeat()
             assert wait_until(lambda: last_heartbeat().get("status") == "degraded", timeout=30), last_heartbeat()
