@@ -351,6 +351,42 @@ async def test_a_large_access_log_message_lets_waiting_checks_run_between_slices
     assert 0 < seen.index("check") < 100  # it ran while the message was being read, not after it
 
 
+async def test_a_large_access_log_message_is_written_ahead_slice_by_slice() -> None:
+    """Each slice is committed before the loop yields: a crash mid-message loses at most one slice,
+    and no commit encodes a whole flush interval's worth of events on the loop at once."""
+    from envoy.service.accesslog.v3 import als_pb2
+
+    from link.events import OutcomeBus, RequestOutcome
+    from link.grpc import accesslog
+    from link.grpc.accesslog import AccessLogService
+
+    pending: list[int] = [0]
+    commits: list[int] = []
+
+    class _Durable:
+        def offer(self, outcome: RequestOutcome) -> None:
+            pending[0] += 1
+
+        def commit(self) -> None:
+            commits.append(pending[0])
+            pending[0] = 0
+
+    bus = OutcomeBus()
+    bus.add(_Durable())
+    message = als_pb2.StreamAccessLogsMessage()
+    for _ in range(100):
+        message.http_logs.log_entry.add().CopyFrom(_entry(200, {"outcome": "success"}))
+
+    async def stream() -> Any:
+        yield message
+        yield message
+
+    await AccessLogService(bus).StreamAccessLogs(stream(), None)  # type: ignore[arg-type]
+    assert sum(commits) == 200 and pending[0] == 0  # every entry committed, none left behind
+    assert len(commits) >= 2 * -(-100 // accesslog._SLICE_ENTRIES)  # one commit per slice at least
+    assert max(commits) <= accesslog._SLICE_ENTRIES and 0 not in commits  # no empty commits
+
+
 def test_the_start_up_heap_is_frozen_out_of_full_collections() -> None:
     import gc
 
