@@ -393,11 +393,17 @@ class Sample:
     others: float  # share of the machine used by processes not in this benchmark
 
 
+def _py_spy_path() -> str | None:
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def _py_spy(stack: Stack, sc: Scenario, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
     """``--profile SCENARIO``: sample the decision process with py-spy during the 16-connection run."""
     if args.profile != sc.name or stack.decider is None:
         return None
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = _py_spy_path()
+    assert spy is not None  # checked before the run
     out = Path(args.profile_out or f"profile-{sc.name}.txt")
     print(f"py-spy: sampling {sc.name} into {out}", flush=True)
     return subprocess.Popen([spy, "record", "-p", str(stack.decider.pid), "-d", str(max(1, int(args.duration))),
@@ -583,6 +589,9 @@ def main() -> int:
         names = [n for n in names if n != "noop-http"]
     if args.metering == "off":
         names = [n for n in names if n != "apikey-nometer"]
+    if args.profile and _py_spy_path() is None:
+        print("--profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 1
     if shutil.which("wrk") is None:
         if os.geteuid() != 0:
             print("wrk is required (apt-get install wrk)", file=sys.stderr)

@@ -17,9 +17,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
+
+from revisions import checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "deploy" / "overlays" / "kong" / "link.yaml"
@@ -44,15 +45,6 @@ print((t2 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 10)
 '''
 
 
-def _checkout(ref: str, into: Path) -> Path:
-    archive = into / "baseline.tar"
-    with archive.open("wb") as fh:
-        subprocess.run(["git", "-C", str(ROOT), "archive", ref, "link", "mcp_server"], stdout=fh, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into / "tree", filter="data")
-    return into / "tree"
-
-
 def _round(tree: Path) -> list[float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOA_")}
     env.update(ENV, PYTHONPATH=str(tree))
@@ -67,7 +59,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=21)
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"baseline": _checkout(opts.baseline, Path(tmp)), "this": ROOT}
+        trees = {"baseline": checkout(opts.baseline, Path(tmp)), "this": ROOT}
         rows: dict[str, list[list[float]]] = {name: [] for name in trees}
         for _ in range(opts.rounds):
             for name, tree in trees.items():

@@ -24,7 +24,8 @@ from typing import Any
 
 from link.model import Decision, DecisionRecord
 
-__all__ = ["DECISION_ID", "LINK_PREFIX", "RECORD_KEYS", "link_key", "record_from_wire", "wire_metadata", "wire_record"]
+__all__ = ["DECISION_ID", "LINK_PREFIX", "RECORD_KEYS", "STRING_FIELDS", "link_key", "record_from_wire",
+           "set_from_wire", "wire_metadata", "wire_record"]
 
 LINK_PREFIX = "stoa."
 DECISION_ID = "decision_id"
@@ -84,26 +85,34 @@ _FROM_WIRE: dict[str, tuple[str, int]] = {
 
 # Every key record_from_wire reads (a reader may skip the rest before converting anything).
 RECORD_KEYS = frozenset(_FROM_WIRE)
+# Metadata key -> record field, for the fields held as plain strings (most of them): a reader that
+# meets a string under one of these keys may set it as it is (what set_from_wire does with it).
+STRING_FIELDS: Mapping[str, str] = {key: name for key, (name, kind) in _FROM_WIRE.items() if kind == _STR}
+
+
+def set_from_wire(record: DecisionRecord, key: str, value: Any) -> None:
+    """One metadata value into the record, converted to its field's type (unknown keys, None and ""
+    are ignored): the step of :func:`record_from_wire`, for readers that walk metadata themselves."""
+    spec = _FROM_WIRE.get(key)
+    if spec is None or value is None or value == "":
+        return
+    name, kind = spec
+    if kind == _STR:
+        setattr(record, name, value if type(value) is str else str(value))
+    elif kind == _LIST:
+        setattr(record, name, tuple(str(value).split()) if not isinstance(value, list | tuple)
+                else tuple(str(v) for v in value))
+    elif kind == _BOOL:
+        setattr(record, name, _flag(value))
+    else:
+        setattr(record, name, _count(value))
 
 
 def record_from_wire(metadata: Mapping[str, Any] | None) -> DecisionRecord:
     """The record read back from Envoy's metadata: every value as Envoy holds it on either transport
     (HTTP: flat strings; gRPC: strings, numbers and booleans). Unknown keys are ignored."""
     record = DecisionRecord()
-    if not metadata:
-        return record
-    for key, value in metadata.items():
-        spec = _FROM_WIRE.get(key)
-        if spec is None or value is None or value == "":
-            continue
-        name, kind = spec
-        if kind == _STR:
-            setattr(record, name, value if type(value) is str else str(value))
-        elif kind == _LIST:
-            setattr(record, name, tuple(str(value).split()) if not isinstance(value, list | tuple)
-                    else tuple(str(v) for v in value))
-        elif kind == _BOOL:
-            setattr(record, name, _flag(value))
-        else:
-            setattr(record, name, _count(value))
+    if metadata:
+        for key, value in metadata.items():
+            set_from_wire(record, key, value)
     return record

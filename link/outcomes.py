@@ -44,17 +44,19 @@ def final_outcome(record: DecisionRecord, status: int) -> Outcome:
 
 def request_outcome(
     record: DecisionRecord, *, request_id: str, timestamp: float, method: str, path: str, http_status: int,
-    outcome: Outcome, source: str, trace_id: str = "", **observed: Any,
+    outcome: Outcome, source: str, trace_id: str = "", latency_ms: float = 0.0, t_gateway_ms: float = 0.0,
+    t_backend_ms: float = 0.0, request_size_bytes: int = 0, response_size_bytes: int = 0, **observed: Any,
 ) -> RequestOutcome:
-    """One finished request: the record's fields, then what the caller observed (``observed`` overrides
-    any of :class:`RequestOutcome`'s fields, e.g. latencies, sizes, a tenant known otherwise)."""
+    """One finished request: the record's fields, then what the caller observed (the wire figures, and
+    ``observed`` overriding any other of :class:`RequestOutcome`'s fields, e.g. a tenant known otherwise)."""
     event = RequestOutcome(
         request_id=request_id, timestamp=timestamp, method=method, path=path, http_status=http_status,
         outcome=outcome, decision_id=record.decision_id, reason=record.reason, tenant=record.tenant,
         consumer=record.consumer, subject=record.subject, credential=record.credential, route=record.route,
         route_template=record.route_template, api=record.api, tool=record.tool, scopes=list(record.scopes),
         roles=list(record.roles), t_link_ms=record.t_link_us / 1000.0, trace_id=record.trace_id or trace_id,
-        source=source,
+        source=source, latency_ms=latency_ms, t_gateway_ms=t_gateway_ms, t_backend_ms=t_backend_ms,
+        request_size_bytes=request_size_bytes, response_size_bytes=response_size_bytes,
     )
     for name, value in observed.items():
         setattr(event, name, value)

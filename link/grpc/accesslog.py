@@ -20,14 +20,15 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from link import metrics
-from link.decision_metadata import RECORD_KEYS, record_from_wire
+from link.decision_metadata import RECORD_KEYS, STRING_FIELDS, set_from_wire
 from link.events import OutcomeBus, RequestOutcome
 from link.grpc.authz import METADATA_NAMESPACE
-from link.model import Outcome
+from link.model import DecisionRecord, Outcome
 from link.outcomes import final_outcome, request_outcome
 from link.telemetry.propagation import trace_id_of
 
 _log = logging.getLogger("stoa.link.grpc.accesslog")
+_STRING_FIELDS = STRING_FIELDS
 # A message holds a flush interval's worth of requests (hundreds). Entries are read in slices that
 # end after _SLICE_S of work (or _SLICE_ENTRIES entries), each written ahead to the sinks, then the
 # loop takes its turn: a check waiting behind the feed waits for one slice, not for the message.
@@ -44,12 +45,14 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
     common = entry.common_properties
     req = entry.request
     resp = entry.response
-    record = record_from_wire(_link_metadata(common.metadata.filter_metadata.get(METADATA_NAMESPACE)))
+    record = _record_of(common.metadata.filter_metadata.get(METADATA_NAMESPACE))
     status = resp.response_code.value
     latency = _ms(common.time_to_last_downstream_tx_byte) or _ms(common.duration)
     backend = 0.0
     if common.HasField("time_to_first_upstream_tx_byte") and common.HasField("time_to_last_upstream_rx_byte"):
         backend = max(0.0, _ms(common.time_to_last_upstream_rx_byte) - _ms(common.time_to_first_upstream_tx_byte))
+    if not record.route:
+        record.route = common.route_name  # Link's route, else Envoy's
     if not record.decision_id and not record.outcome:  # Link never answered (or is not in the chain)
         record.outcome = Outcome.ERROR.value if status >= 500 or status == 0 else ""
         record.reason = "link_unreachable" if _link_failed(common) else ""
@@ -63,7 +66,6 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
         outcome=final_outcome(record, status),
         source="envoy",
         trace_id=trace_id_of(req.request_headers.get("traceparent", "")),
-        route=record.route or common.route_name,
         latency_ms=latency,
         t_gateway_ms=max(0.0, latency - backend),
         t_backend_ms=backend,
@@ -72,33 +74,36 @@ def outcome_from_entry(entry: accesslog_pb2.HTTPAccessLogEntry) -> RequestOutcom
     )
 
 
-def _link_metadata(ns: struct_pb2.Struct | None) -> dict[str, Any]:
-    """Link's keys of the decision's metadata as plain values (the policy's own keys are skipped).
-
-    Direct field reads (json_format is several times slower), by key: the protobuf map's ``items()``
-    is a Python-level view that looks every key up again. Empty values are left out (they read as
-    unset). On the HTTP transport every value is a string.
-    """
-    out: dict[str, Any] = {}
+def _record_of(ns: struct_pb2.Struct | None) -> DecisionRecord:
+    """The decision record in Link's keys of the metadata, read in one pass (the policy's own keys are
+    skipped): a string under a string field is set as it is, anything else converted by its field."""
+    record = DecisionRecord()
     if ns is None:
-        return out
+        return record
     fields = ns.fields
     for key in fields:
         if key not in RECORD_KEYS:
             continue
         value = fields[key]
         text = value.string_value
-        if text:
-            out[key] = text
-            continue
-        kind = value.WhichOneof("kind")
-        if kind == "number_value":
-            out[key] = value.number_value
-        elif kind == "bool_value":
-            out[key] = value.bool_value
-        elif kind in ("struct_value", "list_value"):
-            out[key] = json_format.MessageToDict(value)
-    return out
+        name = _STRING_FIELDS.get(key) if text else None
+        if name is not None:
+            setattr(record, name, text)
+        else:
+            set_from_wire(record, key, text or _plain(value))
+    return record
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    """A non-string metadata value as a plain one (what the gRPC transport may hold: numbers, booleans)."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind in ("struct_value", "list_value"):
+        return json_format.MessageToDict(value)
+    return None
 
 
 # Enum number -> method name, computed once (the enum lookup ran on every entry).
@@ -127,19 +132,20 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> als_pb2.StreamAccessLogsResponse:
         clock = time.perf_counter
+        offer = self._bus.offer
         async for message in request_iterator:
             entries = message.http_logs.log_entry
             last = len(entries) - 1
             slice_end = clock() + _SLICE_S
             taken = 0
             for n, entry in enumerate(entries):
-                self._entries.inc()
                 try:
-                    self._bus.offer(outcome_from_entry(entry))
+                    offer(outcome_from_entry(entry))
                 except Exception:
                     _log.exception("could not handle an access-log entry")
                 taken += 1
                 if n == last or taken == _SLICE_ENTRIES or clock() >= slice_end:
+                    self._entries.inc(taken)
                     try:
                         # Written ahead (one buffered write per slice): a crash of Link loses none of it.
                         self._bus.commit()

@@ -97,6 +97,9 @@ class Publisher(Protocol):
     async def close(self, grace_s: float = 5.0) -> None: ...
 
 
+_PARTITION_CACHE_MAX = 10_000
+
+
 class KafkaPublisher:
     """Publishes record batches to one topic; reconnects after failures."""
 
@@ -107,6 +110,10 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         # Kafka's default (murmur2 of the key): a tenant always lands on the same partition.
         self._partitioner = DefaultPartitioner()
+        # tenant key -> partition, for the partition list in force (murmur2 in Python, ~1.4 µs a key;
+        # the same few tenants come back in every batch). Cleared when the topic's partitions change.
+        self._partition_of: dict[bytes, int] = {}
+        self._partitions_seen: list[int] = []
         self._handover = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
         self.last_error = ""
@@ -153,9 +160,20 @@ class KafkaPublisher:
         available = sorted(producer.client.cluster.available_partitions_for_topic(topic)) or partitions
         by_partition: dict[int, list[Record]] = {}
         keyless = random.choice(available)  # events without a tenant: any partition, batched together
+        cache = self._partition_of
+        if partitions != self._partitions_seen or len(cache) > _PARTITION_CACHE_MAX:
+            cache.clear()
+            self._partitions_seen = partitions
         for record in records:
             key = record[0]
-            p = keyless if key is None else self._partitioner(key, partitions, available)
+            if key is None:
+                p = keyless
+            else:
+                p = cache.get(key, -1)
+                if p < 0:
+                    # The hash runs over every partition, available or not (Kafka's rule): the answer
+                    # depends on the key and the partition list only, so it can be kept.
+                    p = cache[key] = self._partitioner(key, partitions, available)
             by_partition.setdefault(p, []).append(record)
         futures = []
         # One caller at a time hands batches over: aiokafka's wait for a partition's queue to

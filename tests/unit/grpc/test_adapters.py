@@ -12,8 +12,10 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from link.decision_metadata import link_key
+from link.decision_metadata import RECORD_KEYS, link_key, record_from_wire
 from link.events import Exchange
 from link.grpc.accesslog import outcome_from_entry
 from link.grpc.authz import METADATA_NAMESPACE, AuthorizationService, check_response, request_from_check
@@ -401,12 +403,29 @@ def test_the_start_up_heap_is_frozen_out_of_full_collections() -> None:
 def test_access_log_metadata_reads_links_keys_of_every_value_type_and_skips_the_policys() -> None:
     from google.protobuf import struct_pb2
 
-    from link.grpc.accesslog import _link_metadata
+    from link.grpc.accesslog import _record_of
 
     ns = struct_pb2.Struct()
     ns.update({"decision_id": "d1", link_key("tenant"): "acme", link_key("t_link_us"): 48.0,
                link_key("ratelimit_applied"): True, link_key("scopes"): ["a", "b"], link_key("reason"): "",
                "tenant": "the policy's own", "stoa.unknown": "x"})
-    assert _link_metadata(ns) == {"decision_id": "d1", link_key("tenant"): "acme", link_key("t_link_us"): 48.0,
-                                  link_key("ratelimit_applied"): True, link_key("scopes"): ["a", "b"]}
-    assert _link_metadata(None) == {}
+    assert _record_of(ns) == DecisionRecord(decision_id="d1", tenant="acme", t_link_us=48, ratelimit_applied=True,
+                                            scopes=("a", "b"))
+    assert _record_of(None) == DecisionRecord() == _record_of(struct_pb2.Struct())
+
+
+_WIRE_VALUES = st.one_of(st.text(max_size=8), st.integers(-10, 10**6).map(float), st.booleans(),
+                         st.lists(st.text(min_size=1, max_size=4), max_size=3), st.none())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from([*sorted(RECORD_KEYS), "tenant", "stoa.unknown", "x"]), _WIRE_VALUES))
+def test_access_log_metadata_reads_as_record_from_wire_reads_the_same_metadata(meta: dict[str, Any]) -> None:
+    """The feed's one-pass reader and the reference reader agree on any metadata Envoy may hold."""
+    from google.protobuf import json_format, struct_pb2
+
+    from link.grpc.accesslog import _record_of
+
+    ns = struct_pb2.Struct()
+    ns.update(meta)
+    assert _record_of(ns) == record_from_wire(json_format.MessageToDict(ns))

@@ -71,3 +71,59 @@ async def test_an_absent_broker_is_a_publish_error_not_a_crash() -> None:
     with pytest.raises(PublishError, match="not connected"):
         await publisher.publish([(b"k", b"v")])
     await publisher.close()
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes]] = []
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: None) -> object:
+        self.records.append((key, value))
+        return object()
+
+
+class _Producer:
+    """The few calls ``_send_all`` makes of aiokafka's producer, recording where each record went."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = set(range(partitions))
+        self.sent: dict[bytes | None, set[int]] = {}
+        cluster = type("Cluster", (), {"available_partitions_for_topic": lambda _, topic: self.partitions})()
+        self.client = type("Client", (), {"cluster": cluster})()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return self.partitions
+
+    def create_batch(self) -> _Batch:
+        return _Batch()
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> object:
+        import asyncio
+
+        for key, _ in batch.records:
+            self.sent.setdefault(key, set()).add(partition)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_each_tenant_lands_on_kafkas_default_partition_as_the_partitions_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partitions are remembered per key: still murmur2's answer for the partition list in force,
+    also after the topic grows and once the memory is past its bound."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from link.metering import publisher as module
+
+    monkeypatch.setattr(module, "_PARTITION_CACHE_MAX", 50)
+    pub = KafkaPublisher(MeteringSettings(), client_id="t")
+    keys = [f"tenant-{i}".encode() for i in range(120)] + [b"", "t\u00e9nant".encode()]
+    for count in (3, 3, 8, 1, 8):
+        producer = _Producer(count)
+        for _ in range(2):  # the second pass reads the remembered partitions
+            await pub._send_all(producer, [(k, b"{}") for k in keys] + [(None, b"{}")])  # type: ignore[arg-type]
+        partitions = sorted(producer.partitions)
+        for key in keys:
+            assert producer.sent[key] == {DefaultPartitioner()(key, partitions, partitions)}, (count, key)
+        assert len(producer.sent[None]) <= 2 and producer.sent[None] <= producer.partitions
+    assert len(pub._partition_of) <= 50 + len(keys)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from link.model import Request
 from link.telemetry.propagation import (
@@ -10,6 +12,7 @@ from link.telemetry.propagation import (
     parent_carrier,
     parse_traceparent,
     trace_context_from_metadata,
+    trace_id_of,
 )
 
 VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -33,6 +36,27 @@ def test_parse_and_format_round_trip() -> None:
 ])
 def test_invalid_traceparents(value: str) -> None:
     assert parse_traceparent(value) is None
+
+
+_SPELLINGS = [
+    VALID, VALID.upper(), f"  {VALID}\t", VALID[:-2] + "00", VALID + "-future", "01" + VALID[2:], "ff" + VALID[2:],
+    "", "garbage", VALID[:-1], VALID + "x", "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+    "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01", VALID.replace("-", "_"), VALID + "\n",
+    "0-" + VALID[3:], VALID[:3] + "0" + VALID[3:], "\u0660" + VALID[1:],
+]
+
+
+@pytest.mark.parametrize("value", _SPELLINGS)
+def test_trace_id_of_reads_exactly_what_parse_traceparent_accepts(value: str) -> None:
+    tp = parse_traceparent(value)
+    assert trace_id_of(value) == (tp.trace_id if tp is not None else "")
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF-fx \t", max_size=64))
+def test_trace_id_of_agrees_with_parse_traceparent_on_any_spelling(value: str) -> None:
+    tp = parse_traceparent(value)
+    assert trace_id_of(value) == (tp.trace_id if tp is not None else "")
 
 
 def test_trace_context_from_grpc_metadata() -> None:
