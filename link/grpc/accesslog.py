@@ -28,7 +28,6 @@ from link.outcomes import final_outcome, request_outcome
 from link.telemetry.propagation import trace_id_of
 
 _log = logging.getLogger("stoa.link.grpc.accesslog")
-_STRING_FIELDS = STRING_FIELDS
 # A message holds a flush interval's worth of requests (hundreds). Entries are read in slices that
 # end after _SLICE_S of work (or _SLICE_ENTRIES entries), each written ahead to the sinks, then the
 # loop takes its turn: a check waiting behind the feed waits for one slice, not for the message.
@@ -86,7 +85,7 @@ def _record_of(ns: struct_pb2.Struct | None) -> DecisionRecord:
             continue
         value = fields[key]
         text = value.string_value
-        name = _STRING_FIELDS.get(key) if text else None
+        name = STRING_FIELDS.get(key) if text else None
         if name is not None:
             setattr(record, name, text)
         else:

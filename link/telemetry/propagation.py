@@ -30,35 +30,33 @@ class TraceParent:
     sampled: bool
 
 
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+def _valid(value: str) -> re.Match[str] | None:
+    """The match of a valid version-00-compatible ``traceparent`` (all-zero ids and version ff are not)."""
+    m = _TRACEPARENT.match(value.strip().lower())
+    if m is None or m.group(1) == "ff" or m.group(2) == _ZERO_TRACE or m.group(3) == _ZERO_SPAN:
+        return None
+    return m
+
+
 def parse_traceparent(value: str) -> TraceParent | None:
     """A valid version-00-compatible ``traceparent``, or None (all-zero ids are invalid)."""
-    m = _TRACEPARENT.match(value.strip().lower())
-    if m is None or m.group(1) == "ff":
+    m = _valid(value)
+    if m is None:
         return None
-    trace_id, span_id = m.group(2), m.group(3)
-    if trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return TraceParent(trace_id=trace_id, span_id=span_id, sampled=bool(int(m.group(4), 16) & 1))
-
-
-_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+    return TraceParent(trace_id=m.group(2), span_id=m.group(3), sampled=bool(int(m.group(4), 16) & 1))
 
 
 def trace_id_of(traceparent: str) -> str:
     """The trace id of a valid ``traceparent``, else ""; what events and snapshots record.
 
-    :func:`parse_traceparent`'s rules without building a :class:`TraceParent` (the access-log
-    feed reads one per request; the frozen dataclass was most of the cost).
+    Without building a :class:`TraceParent` (the access-log feed reads one per request; the frozen
+    dataclass was most of the cost).
     """
-    if not traceparent:
-        return ""
-    m = _TRACEPARENT.match(traceparent.strip().lower())
-    if m is None:
-        return ""
-    version, trace_id, span_id = m.group(1, 2, 3)
-    if version == "ff" or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-        return ""
-    return trace_id
+    m = _valid(traceparent) if traceparent else None
+    return m.group(2) if m is not None else ""
 
 
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:

@@ -319,11 +319,19 @@ async def test_a_refusal_snapshot_holds_the_body_the_client_got() -> None:
     assert ex.request.body == b'{"a":1}' and not ex.request.body_truncated
 
 
+def _message_of(n: int) -> Any:
+    """One access-log message of ``n`` successful entries."""
+    from envoy.service.accesslog.v3 import als_pb2
+
+    message = als_pb2.StreamAccessLogsMessage()
+    for _ in range(n):
+        message.http_logs.log_entry.add().CopyFrom(_entry(200, {"outcome": "success"}))
+    return message
+
+
 async def test_a_large_access_log_message_lets_waiting_checks_run_between_slices() -> None:
     """A message holds a flush interval's worth of requests; the loop must not be held for all of it."""
     import asyncio
-
-    from envoy.service.accesslog.v3 import als_pb2
 
     from link.events import OutcomeBus, RequestOutcome
     from link.grpc.accesslog import AccessLogService
@@ -336,9 +344,7 @@ async def test_a_large_access_log_message_lets_waiting_checks_run_between_slices
 
     bus = OutcomeBus()
     bus.add(_Sink())
-    message = als_pb2.StreamAccessLogsMessage()
-    for _ in range(100):
-        message.http_logs.log_entry.add().CopyFrom(_entry(200, {"outcome": "success"}))
+    message = _message_of(100)
 
     async def stream() -> Any:
         yield message
@@ -356,8 +362,6 @@ async def test_a_large_access_log_message_lets_waiting_checks_run_between_slices
 async def test_a_large_access_log_message_is_written_ahead_slice_by_slice() -> None:
     """Each slice is committed before the loop yields: a crash mid-message loses at most one slice,
     and no commit encodes a whole flush interval's worth of events on the loop at once."""
-    from envoy.service.accesslog.v3 import als_pb2
-
     from link.events import OutcomeBus, RequestOutcome
     from link.grpc import accesslog
     from link.grpc.accesslog import AccessLogService
@@ -375,9 +379,7 @@ async def test_a_large_access_log_message_is_written_ahead_slice_by_slice() -> N
 
     bus = OutcomeBus()
     bus.add(_Durable())
-    message = als_pb2.StreamAccessLogsMessage()
-    for _ in range(100):
-        message.http_logs.log_entry.add().CopyFrom(_entry(200, {"outcome": "success"}))
+    message = _message_of(100)
 
     async def stream() -> Any:
         yield message
