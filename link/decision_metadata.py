@@ -70,9 +70,10 @@ def _flag(value: Any) -> bool:
 
 
 def _count(value: Any) -> int:
+    """A count read back (0 when it is not one: words, NaN, infinities, numbers past a float)."""
     try:
         return int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 

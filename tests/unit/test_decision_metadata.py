@@ -52,6 +52,8 @@ def test_unset_fields_are_not_sent_and_unreadable_values_are_not_trusted() -> No
         == {"stoa.reason": "invalid_token", "decision_id": "d"}
     odd = record_from_wire({"stoa.t_link_us": "many", "stoa.ratelimit_applied": "yes", "stoa.unknown": "x"})
     assert odd == DecisionRecord()
+    for count in ("INF", "-inf", "nan", "1e999", float("inf"), float("nan"), "9" * 400):
+        assert record_from_wire({"stoa.t_link_us": count, "stoa.tenant": "acme"}) == DecisionRecord(tenant="acme")
     assert record_from_wire(None) == DecisionRecord() and record_from_wire({}) == DecisionRecord()
 
 
