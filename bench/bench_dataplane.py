@@ -239,14 +239,16 @@ def _headers_only_ext_proc(boot: dict[str, Any]) -> dict[str, Any]:
 
 def start_link(name: str, tmp: Path, args: argparse.Namespace, up_port: int, *, metering: bool,
                kafka: str | None, issuer: str, capture: str = "tap",
-               shapes: tuple[str, ...] = ("",)) -> list[Stack]:
+               shapes: tuple[str, ...] = ("",), tree: Path | None = None) -> list[Stack]:
     """One Link process and, per entry of ``shapes``, an Envoy in front of it ("" = as generated;
-    "hdrs" = ext_proc on the snapshot route asks for response headers only)."""
+    "hdrs" = ext_proc on the snapshot route asks for response headers only). With ``tree``, the Link
+    process runs that checkout's code (``--baseline``); Envoy's configuration is this checkout's."""
     envoy_admins = [free_port() for _ in shapes]
     path, cfg = _link_settings(tmp, args, metering=metering, kafka=kafka, issuer=issuer,
                                envoy_admin=envoy_admins[0], capture=capture, tag=name)
     proc = ManagedProcess([sys.executable, "-m", "link.cli", "serve", "--config", str(path)],
-                          log_path=tmp / f"{name}.log")
+                          log_path=tmp / f"{name}.log",
+                          **({"env": {"PYTHONPATH": str(tree)}, "cwd": str(tree)} if tree else {}))  # type: ignore[arg-type]
     port = int(cfg["server"]["http_address" if HTTP_TRANSPORT and args.transport == "http"
                           else "grpc_address"].rpartition(":")[2])
     wait_for_port(port, timeout=60, proc=proc.proc)
@@ -564,6 +566,25 @@ def report(results: dict[str, list[Sample]], args: argparse.Namespace, load: dic
                   f"(CPU-bound estimate: 4 cores / per-request CPU; the upstream gateway needs cores of its own).")
 
 
+_BASED = ("anon", "apikey", "jwt", "contract", "snapshot")  # the routes --baseline runs on both revisions
+
+
+def against_baseline(results: dict[str, list[Sample]], based: list[str], ref: str) -> None:
+    """this/base per round (the two ran back to back in each round), then the median and range over rounds."""
+    print(f"\nAgainst {ref} (this / base, per round, then median [min-max] over rounds; below 1 is better "
+          "for CPU and p50/p99, above 1 for req/s):")
+    getters: dict[str, Callable[[Sample], float]] = {
+        "Link µs": lambda s: s.link_us, "req/s@16": lambda s: s.rps, "p50 1c": lambda s: s.p50_1,
+        "p99 1c": lambda s: s.p99_1}
+    for name in based:
+        parts = []
+        for label, get in getters.items():
+            ratios = [get(a) / get(b) for a, b in zip(results[name], results[f"{name}@base"], strict=True) if get(b)]
+            if ratios:
+                parts.append(f"{label} {med(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]")
+        print(f"  {name:<18}" + ", ".join(parts))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -580,6 +601,8 @@ def main() -> int:
     parser.add_argument("--profile", metavar="SCENARIO", help="py-spy the decision process during this scenario "
                         "(pip install py-spy); collapsed stacks go to --profile-out")
     parser.add_argument("--profile-out", metavar="FILE")
+    parser.add_argument("--baseline", metavar="REF", help="also run Link's routes on git revision REF's code, "
+                        "interleaved (scenarios NAME@base), and print this/base per round")
     args = parser.parse_args()
     if args.transport == "http" and not HTTP_TRANSPORT:
         print("this build has no HTTP ext_authz transport: use --transport grpc", file=sys.stderr)
@@ -626,6 +649,14 @@ def main() -> int:
             for stack in start_link("link", tmp, args, up_port, metering=args.metering == "on", kafka=kafka,
                                     issuer=idp.keycloak_url, shapes=shapes):
                 stacks[stack.name] = stack
+        based = [n for n in names if n in _BASED] if args.baseline else []
+        if based:
+            from revisions import checkout
+
+            (tmp / "baseline").mkdir()
+            tree = checkout(args.baseline, tmp / "baseline")
+            [stacks["link-base"]] = start_link("link-base", tmp, args, up_port, metering=args.metering == "on",
+                                               kafka=kafka, issuer=idp.keycloak_url, tree=tree)
         if "apikey-nometer" in wanted:
             [stacks["link-nometer"]] = start_link("link-nometer", tmp, args, up_port, metering=False, kafka=None,
                                                   issuer=idp.keycloak_url)
@@ -652,7 +683,10 @@ def main() -> int:
             "snap-extproc": Scenario("snap-extproc", "link-extproc", "/snap/item", key),
             "snap-extproc-hdrs": Scenario("snap-extproc-hdrs", "link-extproc-hdrs", "/snap/item", key),
         }
-        scenarios = [catalog[n] for n in names]
+        for n in based:
+            catalog[f"{n}@base"] = Scenario(f"{n}@base", "link-base", catalog[n].path, catalog[n].headers,
+                                            catalog[n].script)
+        scenarios = [sc for n in names for sc in (catalog[n], *([catalog[f"{n}@base"]] if n in based else []))]
         for sc in scenarios:  # warm-up: connections, caches, JWKS, the first policy evaluation
             wrk(stacks[sc.stack].url(sc.path), 4, 1.0, sc.headers, sc.script)
         results: dict[str, list[Sample]] = {sc.name: [] for sc in scenarios}
@@ -660,7 +694,8 @@ def main() -> int:
         load["idle"] = ", ".join(f"{name} {idle[s.decider.pid]:.1%}" for name, s in stacks.items()
                                  if s.decider is not None)
         for r in range(args.rounds):
-            for sc in scenarios:
+            # Odd rounds run the list backwards: a scenario is not always just after the same neighbour.
+            for sc in scenarios if r % 2 == 0 else scenarios[::-1]:
                 sample = measure(sc, stacks[sc.stack], upstream, args, idle)
                 results[sc.name].append(sample)
                 print(f"round {r + 1}/{args.rounds} {sc.name:<18} p50 {sample.p50_1:.3f} ms, "
@@ -668,6 +703,8 @@ def main() -> int:
         load["after"] = Path("/proc/loadavg").read_text().strip()
         load["others"] = med([s.others for samples in results.values() for s in samples])
         report(results, args, load)
+        if based:
+            against_baseline(results, based, args.baseline)
         upstream.stop()
     finally:
         stopped: set[int] = set()
