@@ -644,7 +644,7 @@ def main() -> int:
         for floor in ("noop-http", "noop-grpc"):
             if floor in wanted:
                 stacks[floor] = start_noop(floor, tmp, args, up_port)
-        if wanted & {"anon", "apikey", "jwt", "contract", "snapshot"}:
+        if wanted & {"anon", "apikey", "jwt", "contract", "snapshot", "apikey-noals"}:
             shapes = ("", "noals") if "apikey-noals" in wanted else ("",)
             for stack in start_link("link", tmp, args, up_port, metering=args.metering == "on", kafka=kafka,
                                     issuer=idp.keycloak_url, shapes=shapes):

@@ -96,6 +96,8 @@ class CheckProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None  # the check being decided (kept referenced)
+        self._deadline: float | None = None  # loop time the header or idle bound ends (None: no bound)
         self._queue: deque[Check] = deque()
         self._busy = False
         self._paused = False
@@ -124,7 +126,7 @@ class CheckProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._state.forget(self)
         self._closing = True
-        self._disarm()
+        self._stop_timer()
         self._queue.clear()
         self._transport = None  # an in-flight decision finishes; its answer is dropped
 
@@ -208,8 +210,8 @@ class CheckProtocol(asyncio.Protocol):
                 self._write(self._local(check), check.keep_alive)
                 continue
             self._busy = True
-            task: asyncio.Task[bytes] = self._loop.create_task(self._state.decide(check))
-            task.add_done_callback(lambda t, c=check: self._answered(t, c))  # type: ignore[misc]
+            # The task writes its own answer: no done callback, no second turn of the loop per check.
+            self._task = self._loop.create_task(self._answer(check))
             return
         if not self._busy and not self._in_message:
             if self._eof or self._state.draining:
@@ -217,17 +219,20 @@ class CheckProtocol(asyncio.Protocol):
             else:
                 self._arm(self._limits.idle_timeout_s)
 
-    def _answered(self, task: asyncio.Task[bytes], check: Check) -> None:
-        self._busy = False
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:  # the shell maps pipeline errors to decisions; this is a bug in the shell
-            _log.error("check failed", exc_info=exc)
+    async def _answer(self, check: Check) -> None:
+        try:
+            response = await self._state.decide(check)
+        except Exception:  # the shell maps pipeline errors to decisions; this is a bug in the shell
+            self._busy = False
+            _log.exception("check failed")
             # Still a refusal Link decided: the reserved status, so fail-open never lets it through.
             self._write(INTERNAL_ERROR, keep_alive=False)
             return
-        self._write(task.result(), check.keep_alive)
+        except BaseException:  # cancelled (the server stops): nothing more is answered
+            self._busy = False
+            raise
+        self._busy = False
+        self._write(response, check.keep_alive)
         self._next()
 
     def _write(self, response: bytes, keep_alive: bool) -> None:
@@ -256,16 +261,34 @@ class CheckProtocol(asyncio.Protocol):
         raise self._refused
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(seconds, self._timed_out)
+        """Set the connection's one deadline. Per check this only moves a number: the loop's timer is
+        replaced only when it would fire too late, and a timer that fires early re-arms itself."""
+        deadline = self._loop.time() + seconds
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._timed_out)
 
     def _disarm(self) -> None:
+        self._deadline = None  # a pending timer finds nothing due when it fires
+
+    def _stop_timer(self) -> None:
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _timed_out(self) -> None:
         self._timer = None
+        deadline = self._deadline
+        if deadline is None or self._closing:
+            return
+        if self._loop.time() < deadline:  # moved since this timer was set
+            self._timer = self._loop.call_at(deadline, self._timed_out)
+            return
+        self._deadline = None
         if self._busy:
             return
         if self._in_message:
@@ -284,14 +307,14 @@ class CheckProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
-        self._disarm()
+        self._stop_timer()
         if self._transport is not None:
             self._transport.close()
 
     def abort(self) -> None:
         """Drop the connection at once (the end of a draining server's grace)."""
         self._closing = True
-        self._disarm()
+        self._stop_timer()
         if self._transport is not None:
             self._transport.abort()
 

@@ -328,3 +328,43 @@ async def test_health_says_draining(server: Server) -> None:
     (r,) = await read_responses(reader, 1)
     assert r.status == 503 and r.body == b"draining"
     writer.close()
+
+
+async def test_each_keep_alive_check_gets_the_whole_header_bound_from_its_own_start(server: Server) -> None:
+    """The connection's timer is set once and moved, not remade per check: a timer left from earlier
+    checks must neither cut a later request short nor let it run past its own bound."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for _ in range(4):  # checks spread over longer than one header bound (0.3 s)
+        writer.write(check())
+        assert (await read_responses(reader, 1))[0].status == 200
+        await asyncio.sleep(0.1)
+    started = loop.time()
+    writer.write(b"GET /check/slow HTTP/1.1\r\nhost: a\r\n")  # and never the blank line
+    (r,) = await read_responses(reader, 1)
+    elapsed = loop.time() - started
+    assert r.status == 408
+    assert LIMITS.header_timeout_s - 0.05 <= elapsed < LIMITS.header_timeout_s + 2.0
+    assert await closed(reader)
+
+
+async def test_an_idle_keep_alive_connection_closes_only_once_idle_for_the_whole_bound() -> None:
+    limits = Limits(header_timeout_s=0.2, idle_timeout_s=0.5)
+    state = ServerState(Stub(), limits, max_connections=4)
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(protocol_factory(state), "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+        for _ in range(6):  # busy for 1.2 s, never idle for 0.5 s: stays open
+            writer.write(check())
+            assert (await read_responses(reader, 1))[0].status == 200
+            await asyncio.sleep(0.2)
+        last = loop.time()
+        assert await closed(reader)
+        idle = loop.time() - last
+        assert limits.idle_timeout_s - 0.25 <= idle < limits.idle_timeout_s + 2.0  # 0.2 s already slept
+        assert not state.connections
+        writer.close()
+    finally:
+        srv.close()
+        await srv.wait_closed()
