@@ -105,8 +105,7 @@ class CheckProtocol(asyncio.Protocol):
         # The request being parsed.
         self._url = b""
         self._header_bytes = 0
-        self._names: list[bytes] = []
-        self._values: list[bytes] = []
+        self._headers: dict[str, str] = {}  # lower-cased names, repeats joined with ","
         self._body: list[bytes] = []
         self._body_len = 0
         self._in_message = False
@@ -154,8 +153,7 @@ class CheckProtocol(asyncio.Protocol):
         self._in_message = True
         self._url = b""
         self._header_bytes = 0
-        self._names = []
-        self._values = []
+        self._headers = {}
         self._body = []
         self._body_len = 0
         self._arm(self._limits.header_timeout_s)
@@ -165,9 +163,14 @@ class CheckProtocol(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value))
-        self._names.append(name)
-        self._values.append(value)
+        # Called per header: the bound is counted inline (no method call).
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self._limits.max_header_bytes:
+            self._count(0)  # raises the 431
+        key = name.decode("latin-1").lower()
+        text = value.decode("utf-8", "replace")
+        headers = self._headers
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -182,11 +185,7 @@ class CheckProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in zip(self._names, self._values, strict=True):
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("utf-8", "replace")
-            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        headers = self._headers
         body = b"".join(self._body) if self._body else None
         parser = self._parser
         check = Check(parser.get_method().decode("ascii", "replace"), self._url.decode("utf-8", "replace"),
