@@ -104,11 +104,17 @@ class SessionEventStores:
 
 
 class SessionEvents(EventStore):
-    """One session's view of :class:`SessionEventStores` (the SDK's ``EventStore`` interface)."""
+    """One session's view of :class:`SessionEventStores` (the SDK's ``EventStore`` interface).
+
+    A replay remembers where it ended on its stream (:meth:`missed_since_replay`): the SDK's
+    transport registers the resumed stream for live events only after the replay and the new
+    priming event, and what the session stores in between reaches no stream by itself.
+    """
 
     def __init__(self, stores: SessionEventStores, session_id: str) -> None:
         self._stores = stores
         self._session = session_id
+        self._replayed_to: dict[StreamId, EventId] = {}  # stream -> the last event its replay covered
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         if self._stores.json_posts and stream_id != GET_STREAM_KEY:
@@ -120,7 +126,25 @@ class SessionEvents(EventStore):
         if found is None:
             return None
         stream, events = found
-        for event_id, event in events:
-            if event.message is not None:
-                await send_callback(EventMessage(event.message, event_id))
+        last = last_event_id
+        while events:  # what is stored while the replay is being sent is replayed too
+            for event_id, event in events:
+                if event.message is not None:
+                    await send_callback(EventMessage(event.message, event_id))
+                last = event_id
+            later = self._stores._after(self._session, last)
+            events = later[1] if later is not None else []
+        self._replayed_to[stream] = last
         return stream
+
+    def missed_since_replay(self, stream: StreamId) -> list[EventMessage]:
+        """The events stored on ``stream`` since its last replay ended, once (then forgotten)."""
+        last = self._replayed_to.pop(stream, None)
+        found = self._stores._after(self._session, last) if last is not None else None
+        if found is None:
+            return []
+        return [EventMessage(event.message, event_id) for event_id, event in found[1] if event.message is not None]
+
+    def forget_replay(self, stream: StreamId) -> None:
+        """``stream`` has a live connection already: its replay left nothing to hand over."""
+        self._replayed_to.pop(stream, None)

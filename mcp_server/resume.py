@@ -14,14 +14,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 from uuid import uuid4
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.streamable_http import (
     LAST_EVENT_ID_HEADER,
     MCP_SESSION_ID_HEADER,
+    EventMessage,
     SSEEvent,
     StreamableHTTPServerTransport,
     StreamId,
@@ -34,9 +37,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from mcp_server.events import SessionEventStores
+from mcp_server.events import SessionEvents, SessionEventStores
 
 __all__ = ["PollLongCalls", "ResumableSessionManager", "ResumableTransport"]
+
+_log = logging.getLogger(__name__)
 
 _RESUMABLE_FROM = "2025-11-25"  # the first protocol version with priming events (SEP-1699)
 
@@ -100,6 +105,11 @@ class ResumableTransport(StreamableHTTPServerTransport):
 
     _declared: str | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(self._event_store, SessionEvents):
+            self._request_streams = _ResumedStreams(self._event_store)
+
     def _resumable_version(self, version: str) -> str:
         declared = self._declared
         if declared is not None and is_version_at_least(declared, _RESUMABLE_FROM) \
@@ -145,3 +155,39 @@ class PollLongCalls:
             finally:
                 tg.cancel_scope.cancel()
         return result
+
+
+_Pair = tuple[MemoryObjectSendStream[EventMessage], MemoryObjectReceiveStream[EventMessage]]
+
+
+class _ResumedStreams(dict[RequestId, _Pair]):
+    """A transport's live request streams, closing the SDK's replay-to-live-tail window.
+
+    On a ``GET`` with ``Last-Event-ID`` the SDK replays the stored events, sends a new priming
+    event to the client and only then registers the stream for live events; the message router
+    stores whatever the session sends in between but finds no stream to send it on, so a client
+    that resumed would never see it (it then holds later ids, so a second resume skips it too).
+    Here the stream, when registered, first gets what was stored since its replay ended, in order:
+    registration and this hand-over are one step, so nothing comes twice or is overtaken.
+    """
+
+    def __init__(self, events: SessionEvents) -> None:
+        super().__init__()
+        self._events = events
+
+    def __contains__(self, stream: object) -> bool:
+        present = super().__contains__(stream)
+        if present and isinstance(stream, str | int):
+            self._events.forget_replay(str(stream))  # a live connection already takes what comes
+        return present
+
+    def __setitem__(self, stream: RequestId, pair: _Pair) -> None:
+        super().__setitem__(stream, pair)
+        missed = self._events.missed_since_replay(str(stream))
+        for handed, message in enumerate(missed):
+            try:
+                pair[0].send_nowait(message)
+            except anyio.WouldBlock:  # more than the stream buffers: the rest waits for the next resume
+                _log.info("resumed stream %s: %d events stored during its replay wait for the next resume",
+                          stream, len(missed) - handed)
+                return
