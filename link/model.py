@@ -107,6 +107,8 @@ class Request:
     context: dict[str, str] = field(default_factory=dict)
     received_at: float = field(default_factory=time.time)
     received_ns: int = field(default_factory=time.perf_counter_ns)
+    # The body as JSON, parsed once for every phase reading it (link.bodyjson): (body, value, refusal).
+    body_json: tuple[bytes, Any, Exception | None] | None = field(default=None, repr=False, compare=False)
 
     def ensure_request_id(self) -> str:
         if not self.request_id:

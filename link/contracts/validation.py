@@ -22,7 +22,7 @@ from jsonschema import validators as js_validators
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.protocols import Validator
 
-from link import jsonsafe
+from link import bodyjson, jsonsafe
 from link.contracts.fastcheck import Check, compile_check
 from link.contracts.model import Contract, Endpoint
 from link.model import Request
@@ -178,7 +178,7 @@ class CompiledEndpoint:
                 return Violation(400, "body", f"expected application/json, got {ctype or 'no content type'}",
                                  "invalid_body"), "full"
             try:
-                parsed = jsonsafe.loads(body, max_bytes=max_body_bytes, reject_duplicate_keys=True)
+                parsed = bodyjson.strict(request, body)  # the policy's parse too (size bounded above)
             except jsonsafe.JsonRefused as exc:
                 reason = "not valid JSON" if exc.reason == "invalid_json" else str(exc)
                 return Violation(400, "body", reason, "invalid_body"), "full"

@@ -21,7 +21,7 @@ import re
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from link import jsonsafe
+from link import bodyjson, jsonsafe
 from link.model import Request
 
 __all__ = ["MAX_BODY_DEPTH", "InputError", "parse_body", "parse_path", "parse_query"]
@@ -66,13 +66,16 @@ def parse_query(query: str, what: str = "query") -> dict[str, list[str]]:
     return out
 
 
-def load_json(raw: bytes, what: str = "body") -> Any:
+def load_json(raw: bytes, what: str = "body", request: Request | None = None) -> Any:
     """One JSON value, strictly (no NaN, nothing after it), bounded (:mod:`link.jsonsafe`).
 
-    Raises :class:`InputError`. Stricter than Go in two corners: invalid UTF-8 and unpaired
-    surrogates are refused rather than replaced by U+FFFD.
+    With ``request`` (``raw`` is its body), the parse is the one the contract shares
+    (:mod:`link.bodyjson`). Raises :class:`InputError`. Stricter than Go in two corners: invalid
+    UTF-8 and unpaired surrogates are refused rather than replaced by U+FFFD.
     """
     try:
+        if request is not None:
+            return bodyjson.lenient(request, raw)
         return jsonsafe.loads(raw, max_bytes=max(len(raw), 1))
     except jsonsafe.JsonRefused as exc:
         if exc.reason == "too_deep":
@@ -174,7 +177,7 @@ def parse_body(request: Request) -> tuple[Any, bool]:
     if "application/json" in content_type:
         if _truncated(request, body):
             return None, True
-        return load_json(body), False
+        return load_json(body, request=request), False
     if "application/x-www-form-urlencoded" in content_type:
         if _truncated(request, body):
             return None, True
