@@ -75,6 +75,14 @@ _PHONE = re.compile(
     r"|(?<![\w+])\+[0-9]{8,15}(?![\w])"
 )
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+# Request ids (Envoy's x-request-id) are UUIDs, and about one in 150 has digit groups that read as a
+# phone ("d313dac8-2553-4491-8100-ccfef2425da1"), pass Luhn as a card across its dashes, or start a
+# checksum-valid IBAN in its last group. Each UUID is set aside before those detectors run (a private-use
+# character stands in for it, which no digit-group pattern matches or runs across) and put back after.
+_UUID = re.compile(r"(?<![0-9A-Za-z-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Za-z-])")
+_STAND_IN = 0xE000  # the first of the private-use characters standing in for UUIDs
+_STAND_INS = 0x1900  # how many there are (U+E000..U+F8FF); UUIDs past that many are left in place
+_HAS_STAND_IN = re.compile("[\ue000-\uf8ff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,12 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector("ssn", _SSN, _plain("ssn"), min_digits=9),
     _Detector("phone", _PHONE, _phone, min_digits=9),
 )
+# Tokens, JWTs and e-mail addresses are looked for in the text as it is (a UUID can be a bearer token);
+# the digit-group kinds after, with the text's UUIDs set aside.
+_WORDS = _DETECTORS[:4]
+_DIGIT_GROUPS = _DETECTORS[4:]
+assert all(d.kind in ("jwt", "token", "email") for d in _WORDS)
+assert all(d.kind in ("iban", "card", "ssn", "phone") for d in _DIGIT_GROUPS)
 
 # A cheap pre-check: text without digits, '@' or a token-ish word holds nothing to mask.
 QUICK_CHECK = _MAYBE = re.compile(r"[0-9@]|eyJ|(?i:bearer|basic)|_live_|_test_|gh[pousr]_|xox|AKIA|sk-")
@@ -186,8 +200,22 @@ def mask_text(text: str, found: set[str]) -> str:
     """Replace PII and credentials in ``text``; add the kinds found to ``found``."""
     if not text or _MAYBE.search(text) is None:
         return text
+    text = _mask(text, found, _WORDS)
+    if "-" in text and _UUID.search(text) is not None and _HAS_STAND_IN.search(text) is None:
+        ids: list[str] = []
+
+        def stand_in(m: re.Match[str]) -> str:
+            ids.append(m.group(0))
+            return chr(_STAND_IN + len(ids) - 1)
+
+        text = _mask(_UUID.sub(stand_in, text, count=_STAND_INS), found, _DIGIT_GROUPS)
+        return _HAS_STAND_IN.sub(lambda m: ids[ord(m.group(0)) - _STAND_IN], text)
+    return _mask(text, found, _DIGIT_GROUPS)
+
+
+def _mask(text: str, found: set[str], detectors: tuple[_Detector, ...]) -> str:
     digits = len(text) - len(text.translate(_DROP_DIGITS))
-    for det in _DETECTORS:
+    for det in detectors:
         if digits < det.min_digits:
             continue
         if det.needs and not any(n in text for n in det.needs):
