@@ -154,6 +154,7 @@ class ControlPlaneServer:
 def _make_handler(server: ControlPlaneServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK between
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)

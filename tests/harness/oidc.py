@@ -211,6 +211,7 @@ def _basic_client(header: str | None) -> tuple[str, str] | None:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK between
     server: _Server
 
     def do_POST(self) -> None:

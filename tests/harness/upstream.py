@@ -21,6 +21,7 @@ class Seen:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK between
     server: _Server
 
     def log_message(self, *args: Any) -> None:  # quiet

@@ -36,6 +36,8 @@ STOA = [sys.executable, "-m", "link.cli"]
 class _Backend(BaseHTTPRequestHandler):
     """An upstream that records what reached it and answers JSON with a header to rename."""
 
+    disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK between
+
     protocol_version = "HTTP/1.1"
     server: _Server
 
@@ -72,6 +74,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Opa(BaseHTTPRequestHandler):
     """OPA's REST Data API: allow when the request carries x-allow: yes, or the path is under /public."""
+
+    disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK between
 
     # One request per connection, so a stopped stand-in is really unreachable.
     protocol_version = "HTTP/1.0"

@@ -42,6 +42,8 @@ PHONE = "+33 6 12 34 56 78"
 class _Legacy(BaseHTTPRequestHandler):
     """A legacy ERP: answers from the path; sends its own Date so responses are byte-stable."""
 
+    disable_nagle_algorithm = True  # headers and body are two writes: no wait for a delayed ACK between
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args: Any) -> None:

@@ -73,3 +73,20 @@ def test_hello_echoes_the_name_back(upstream: DemoUpstream, query: str, name: st
     assert r.status_code == 200
     assert r.json()["message"] == f"Hello, {name}!" and r.json()["name"] == name
     assert r.json()["seen_by_gateway"] == {"x-stoa-tenant": "demo"}
+
+
+def test_each_accepted_connection_sends_without_waiting_for_acks() -> None:
+    """TCP_NODELAY on the demo gateway's connections, checked on a real accepted socket. Its status line
+    and headers are one write and its body another; with Nagle's algorithm the body waited for the
+    client's delayed ACK of the headers: through the demo's Envoy, 40 ms on some requests of a kept-alive
+    connection (measured: p50 44 ms for sequential API-key requests, 1-2 ms with this)."""
+    from link.demo import upstream as module
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        conn, peer = listener.accept()
+        with conn:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # the kernel's default
+            client.close()  # the handler reads end-of-stream and returns
+            module._Handler(conn, peer, None)  # type: ignore[arg-type]
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
