@@ -22,6 +22,8 @@ Scenarios:
   snapshot        Link, apikey on a route with error snapshots on (2xx answers: must cost nothing)
   apikey-nometer  apikey on a second Link with metering off (metering on vs off: must be noise)
   apikey-noals    (optional) apikey with Envoy's access-log stream to Link removed: what the feed costs
+  apikey-als1m    (optional) apikey with Envoy's access-log buffer at 1 MiB (the default before 16 KiB):
+                  what larger, rarer access-log messages cost the p99 (also apikey-als64k, apikey-als256k)
   snap-extproc    (optional) the snapshot route captured by ext_proc as before the tap: headers and bodies
   snap-extproc-hdrs (optional) ext_proc asking for response headers only: the floor of a design that
                   overrides the processing mode to fetch bodies on errors (mode_override)
@@ -49,7 +51,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +266,9 @@ def start_link(name: str, tmp: Path, args: argparse.Namespace, up_port: int, *, 
             boot = _headers_only_ext_proc(boot)
         elif shape == "noals":
             boot = _without_access_log(boot)
+        elif shape.startswith("als"):  # als64k, als1m: another access-log buffer size
+            size = int(shape[3:-1]) << (20 if shape.endswith("m") else 10)
+            boot = build_bootstrap(replace(opts, access_log_buffer_bytes=size))
         envoy = EnvoyProcess(render_yaml(boot), listen, concurrency=args.envoy_concurrency).start()
         stacks.append(Stack(f"{name}{'-' + shape if shape else ''}", envoy, proc,
                             f"http://{cfg['server']['admin_address']}"))
@@ -566,6 +571,8 @@ def report(results: dict[str, list[Sample]], args: argparse.Namespace, load: dic
                   f"(CPU-bound estimate: 4 cores / per-request CPU; the upstream gateway needs cores of its own).")
 
 
+# apikey through another Envoy in front of the same Link: without the access-log stream, other buffer sizes.
+_SHAPED = ("apikey-noals", "apikey-als64k", "apikey-als256k", "apikey-als1m")
 _BASED = ("anon", "apikey", "jwt", "contract", "snapshot")  # the routes --baseline runs on both revisions
 
 
@@ -644,8 +651,8 @@ def main() -> int:
         for floor in ("noop-http", "noop-grpc"):
             if floor in wanted:
                 stacks[floor] = start_noop(floor, tmp, args, up_port)
-        if wanted & {"anon", "apikey", "jwt", "contract", "snapshot", "apikey-noals"}:
-            shapes = ("", "noals") if "apikey-noals" in wanted else ("",)
+        if wanted & {"anon", "apikey", "jwt", "contract", "snapshot", *_SHAPED}:
+            shapes = ("", *(n.removeprefix("apikey-") for n in names if n in _SHAPED))
             for stack in start_link("link", tmp, args, up_port, metering=args.metering == "on", kafka=kafka,
                                     issuer=idp.keycloak_url, shapes=shapes):
                 stacks[stack.name] = stack
@@ -679,7 +686,7 @@ def main() -> int:
             "contract": Scenario("contract", "link", "/orders", {"authorization": f"Bearer {token}"}, post),
             "snapshot": Scenario("snapshot", "link", "/snap/item", key),
             "apikey-nometer": Scenario("apikey-nometer", "link-nometer", "/api/item", key),
-            "apikey-noals": Scenario("apikey-noals", "link-noals", "/api/item", key),
+            **{n: Scenario(n, "link-" + n.removeprefix("apikey-"), "/api/item", key) for n in _SHAPED},
             "snap-extproc": Scenario("snap-extproc", "link-extproc", "/snap/item", key),
             "snap-extproc-hdrs": Scenario("snap-extproc-hdrs", "link-extproc-hdrs", "/snap/item", key),
         }

@@ -544,7 +544,11 @@ class EnvoySettings(_Section):
     ext_proc_timeout_ms: int = Field(default=200, ge=1, le=60_000)
     ext_proc_prefixes: list[str] = Field(default_factory=list)  # routes that send bodies to ext_proc
     max_request_body_bytes: int = Field(default=65_536, ge=0)
-    access_log_buffer_bytes: int = Field(default=1 << 20, ge=1024)
+    # Envoy sends a batch of access-log entries when this fills (or each flush_ms): Link reads a batch in
+    # one go before its sliced handling, so smaller batches make a shorter stall for the checks behind it.
+    # Measured against 1 MiB (bench_dataplane apikey-als1m): p99 at one connection 2.5 ms against 3.4 ms,
+    # at ~3% more CPU per request. 16 KiB is Envoy's own default.
+    access_log_buffer_bytes: int = Field(default=16_384, ge=1024)
     access_log_flush_ms: int = Field(default=200, ge=1)
     # Envoy's overload manager: client connections at once (0 = no cap) and the heap it may use
     # before shedding load (0 = no heap monitor); size them to the Envoy container (docs/deploy.md).

@@ -155,7 +155,7 @@ class EnvoyOptions:
     authz_request_headers: tuple[str, ...] = ()
     authz_upstream_headers: tuple[str, ...] = ()
     authz_client_headers: tuple[str, ...] = ()
-    access_log_buffer_bytes: int = 1 << 20
+    access_log_buffer_bytes: int = 16_384
     access_log_flush_ms: int = 200
     # The OTLP/gRPC collector, in Link's form (HOST:PORT or http:// plain, https:// TLS); enables tracing.
     otlp_endpoint: str | None = None
