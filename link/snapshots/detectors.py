@@ -79,6 +79,7 @@ _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 # phone ("d313dac8-2553-4491-8100-ccfef2425da1"), pass Luhn as a card across its dashes, or start a
 # checksum-valid IBAN in its last group. Each UUID is set aside before those detectors run (a private-use
 # character stands in for it, which no digit-group pattern matches or runs across) and put back after.
+# A text that holds private-use characters of its own is masked as it is, UUIDs included.
 _UUID = re.compile(r"(?<![0-9A-Za-z-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Za-z-])")
 _STAND_IN = 0xE000  # the first of the private-use characters standing in for UUIDs
 _STAND_INS = 0x1900  # how many there are (U+E000..U+F8FF); UUIDs past that many are left in place
