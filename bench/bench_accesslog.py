@@ -41,7 +41,7 @@ from envoy.config.core.v3 import base_pb2  # noqa: E402
 from envoy.data.accesslog.v3 import accesslog_pb2  # noqa: E402
 from envoy.service.accesslog.v3 import als_pb2  # noqa: E402
 from google.protobuf import struct_pb2  # noqa: E402
-from revisions import checkout  # noqa: E402
+from revisions import best_of_interleaved  # noqa: E402
 
 from link.decision_metadata import link_key  # noqa: E402
 from link.events import OutcomeBus  # noqa: E402
@@ -208,15 +208,7 @@ def main() -> int:
             print(f"  {name:<14} {us:8.2f} µs   {us / floor:5.1f}x the parse")
         print(f"Link's own part of the feed (stream - parse): {rows[-1][1] - floor:.2f} µs per request")
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        trees = {"baseline": checkout(args.baseline, Path(tmp)), "this": ROOT}
-        runs: dict[str, list[list[tuple[str, float]]]] = {name: [] for name in trees}
-        for _ in range(args.rounds):
-            for name, tree in trees.items():
-                runs[name].append(_round(tree, args.entries))
-    names = [name for name, _ in runs["this"][0]]
-    # The best of the rounds: on a shared machine the noise only ever adds (timeit's advice).
-    med = {t: [min(r[i][1] for r in runs[t]) for i in range(len(names))] for t in trees}
+    names, med = best_of_interleaved(args.baseline, args.rounds, lambda tree: _round(tree, args.entries))
     print(f"access-log feed, µs per entry (best of {args.rounds} interleaved rounds; baseline {args.baseline})")
     print(f"  {'':<14} {'baseline':>9} {'this':>9} {'this/base':>9}")
     for i, name in enumerate(names):

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, os.environ.get("STOA_BENCH_TREE", str(ROOT)))  # --baseline: the other revision's code
 
 import httptools
-from revisions import checkout
+from revisions import best_of_interleaved
 
 from link.httpauthz.protocol import Check, Limits, ServerState, protocol_factory
 
@@ -155,14 +155,7 @@ def main() -> int:
         for name, us in rows:
             print(f"  {name:<8} {us:8.2f} µs   {us / floor:5.2f}x the floor")
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        trees = {"baseline": checkout(args.baseline, Path(tmp)), "this": ROOT}
-        runs: dict[str, list[list[tuple[str, float]]]] = {name: [] for name in trees}
-        for _ in range(args.rounds):
-            for name, tree in trees.items():
-                runs[name].append(_round(tree, args))
-    names = [name for name, _ in runs["this"][0]]
-    best = {t: [min(r[i][1] for r in runs[t]) for i in range(len(names))] for t in trees}
+    names, best = best_of_interleaved(args.baseline, args.rounds, lambda tree: _round(tree, args))
     print(f"HTTP check server, client + server CPU µs per check, {args.connections} connection(s) "
           f"(best of {args.rounds} interleaved rounds; baseline {args.baseline})")
     print(f"  {'':<8} {'baseline':>9} {'this':>9} {'this/base':>9}")

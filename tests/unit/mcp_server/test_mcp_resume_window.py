@@ -44,12 +44,21 @@ def _numbers(bodies: list[bytes]) -> list[int]:
     return out
 
 
-async def test_what_the_session_sends_during_a_replay_reaches_the_resumed_stream_once_in_order() -> None:
+async def _resumable() -> tuple[SessionEventStores, ResumableTransport, SessionEvents, str]:
+    """A session's transport, its view of the store, and the priming event of stream ``"1"``."""
     stores = SessionEventStores()
     transport = ResumableTransport(mcp_session_id="s", event_store=stores.session("s"), retry_interval=10)
     events = transport._event_store
     assert isinstance(events, SessionEvents)
-    prime = await events.store_event("1", None)
+    return stores, transport, events, await events.store_event("1", None)
+
+
+async def _ignore(event: EventMessage) -> None:
+    """A replay's send callback that drops what it is given."""
+
+
+async def test_what_the_session_sends_during_a_replay_reaches_the_resumed_stream_once_in_order() -> None:
+    stores, transport, events, prime = await _resumable()
     await events.store_event("1", note(0))
 
     bodies: list[bytes] = []
@@ -108,11 +117,8 @@ async def test_the_hand_over_is_once_per_replay_of_that_stream_and_skips_priming
     events = stores.session("s")
     prime = await events.store_event("1", None)
 
-    async def ignore(event: EventMessage) -> None:
-        pass
-
     assert events.missed_since_replay("1") == []  # no replay, nothing to hand over
-    await events.replay_events_after(prime, ignore)
+    await events.replay_events_after(prime, _ignore)
     await events.store_event("1", None)  # the resumed connection's own priming event
     await events.store_event("2", note(9))
     later = await events.store_event("1", note(1))
@@ -121,18 +127,11 @@ async def test_the_hand_over_is_once_per_replay_of_that_stream_and_skips_priming
 
 
 async def test_a_stream_already_live_when_replayed_gets_no_hand_over_at_a_later_registration() -> None:
-    stores = SessionEventStores()
-    transport = ResumableTransport(mcp_session_id="s", event_store=stores.session("s"), retry_interval=10)
-    events = transport._event_store
-    assert isinstance(events, SessionEvents)
-    prime = await events.store_event("1", None)
+    _, transport, events, prime = await _resumable()
     live = anyio.create_memory_object_stream[EventMessage](16)
     transport._request_streams["1"] = live
 
-    async def ignore(event: EventMessage) -> None:
-        pass
-
-    await events.replay_events_after(prime, ignore)
+    await events.replay_events_after(prime, _ignore)
     assert "1" in transport._request_streams  # what the SDK asks right after the replay: no new stream
     await events.store_event("1", note(1))  # delivered live, on the stream that is there
     later = anyio.create_memory_object_stream[EventMessage](16)
@@ -143,16 +142,9 @@ async def test_a_stream_already_live_when_replayed_gets_no_hand_over_at_a_later_
 
 
 async def test_a_hand_over_larger_than_the_stream_buffer_keeps_the_first_in_order() -> None:
-    stores = SessionEventStores()
-    transport = ResumableTransport(mcp_session_id="s", event_store=stores.session("s"), retry_interval=10)
-    events = transport._event_store
-    assert isinstance(events, SessionEvents)
-    prime = await events.store_event("1", None)
+    _, transport, events, prime = await _resumable()
 
-    async def ignore(event: EventMessage) -> None:
-        pass
-
-    await events.replay_events_after(prime, ignore)
+    await events.replay_events_after(prime, _ignore)
     for n in range(5):
         await events.store_event("1", note(n))
     send, recv = anyio.create_memory_object_stream[EventMessage](3)
