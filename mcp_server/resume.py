@@ -187,7 +187,9 @@ class _ResumedStreams(dict[RequestId, _Pair]):
         for handed, message in enumerate(missed):
             try:
                 pair[0].send_nowait(message)
-            except anyio.WouldBlock:  # more than the stream buffers: the rest waits for the next resume
-                _log.info("resumed stream %s: %d events stored during its replay wait for the next resume",
-                          stream, len(missed) - handed)
+            except anyio.WouldBlock:
+                # More than the stream buffers (16) within the window: the rest stay in the store only,
+                # for a resume from an id before them.
+                _log.warning("resumed stream %s: %d events stored during its replay were not sent on it",
+                             stream, len(missed) - handed)
                 return
