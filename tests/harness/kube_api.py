@@ -322,7 +322,6 @@ class FakeKubeApi:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body (and watch events) are separate writes
     fake: FakeKubeApi
     timeout = 30  # idle keep-alive connections end on their own
 
