@@ -44,6 +44,20 @@ class EnvoyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> EnvoyProcess:
+        # A port free_port() picked can be taken meanwhile as another connection's source port (for
+        # that connection's life): Envoy then exits on the bind. Try again a few times, same ports.
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                if attempt == 2 or "Address already in use" not in self.log_text():
+                    raise
+                self.proc.stop()  # type: ignore[union-attr]
+                self._admin_path.unlink(missing_ok=True)
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> EnvoyProcess:
         self.proc = ManagedProcess(self._argv, log_path=self._log)
         deadline = time.monotonic() + timeout
         while not self._admin_path.exists() or not self._admin_path.read_text().strip():
