@@ -368,6 +368,11 @@ def _ext_proc(opts: EnvoyOptions) -> ExternalProcessor:
         failure_mode_allow=opts.failure_mode == "open",
         message_timeout=_ms(opts.ext_proc_timeout_ms),
         processing_mode=_body_mode(),
+        # Link answers a response's headers with response_body_mode NONE unless it snapshots that
+        # response: the body then streams past ext_proc. Buffering it for nothing cost a round trip,
+        # and a response larger than the stream's buffer limit (ext_authz lowers it to a contract's
+        # body limit) could stall: Envoy sent the part that fit and never the end of the stream.
+        allow_mode_override=True,
         stat_prefix="stoa_link",
         # ext_authz's decision travels along, so ext_proc does not decide twice.
         metadata_options=MetadataOptions(
@@ -382,7 +387,7 @@ def _body_mode() -> ProcessingMode:
         request_header_mode=ProcessingModeHeaderSendMode.SEND,
         response_header_mode=ProcessingModeHeaderSendMode.SEND,
         request_body_mode=ProcessingModeBodySendMode.BUFFERED_PARTIAL,
-        response_body_mode=ProcessingModeBodySendMode.BUFFERED_PARTIAL,
+        response_body_mode=ProcessingModeBodySendMode.STREAMED,
         request_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
         response_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
     )

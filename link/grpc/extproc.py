@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
@@ -24,7 +25,7 @@ from google.protobuf import json_format, struct_pb2
 
 from link import metrics
 from link.decision_metadata import record_from_wire, wire_metadata
-from link.events import HttpMessage
+from link.events import ExchangeSink, HttpMessage
 from link.grpc.authz import METADATA_NAMESPACE, metadata_struct
 from link.grpc.headers import header_map
 from link.grpc.shell import PipelineShell
@@ -35,6 +36,12 @@ from link.telemetry.propagation import trace_context_from_metadata
 _log = logging.getLogger("stoa.link.grpc.extproc")
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# The rest of the stream without the response body: it streams past ext_proc, unbuffered.
+_NO_RESPONSE_BODY = processing_mode_pb2.ProcessingMode(
+    response_header_mode=processing_mode_pb2.ProcessingMode.SEND,
+    response_body_mode=processing_mode_pb2.ProcessingMode.NONE,
+    response_trailer_mode=processing_mode_pb2.ProcessingMode.SKIP,
+)
 
 
 def _set(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -241,13 +248,17 @@ class ExternalProcessorService(PipelineShell, ep_grpc.ExternalProcessorServicer)
         state.response.headers = {k: v for k, v in headers.items() if not k.startswith(":")}
         req_id = state.ctx.request.request_id if state.ctx else ""
         set_headers = [_set("x-request-id", req_id)] if req_id and "x-request-id" not in headers else []
-        if msg.end_of_stream:
-            state.done = True
-        return ep.ProcessingResponse(
+        response = ep.ProcessingResponse(
             response_headers=ep.HeadersResponse(
                 response=ep.CommonResponse(header_mutation=ep.HeaderMutation(set_headers=set_headers))
             )
         )
+        if msg.end_of_stream:
+            state.done = True
+        elif not (state.capture and self._snapshot_sink(state) is not None):
+            # No snapshot of this response: Envoy need not buffer its body, nor send it here.
+            response.mode_override.CopyFrom(_NO_RESPONSE_BODY)
+        return response
 
     def _append(self, side: HttpMessage, chunk: bytes) -> None:
         room = self._cap - len(side.body)
@@ -256,14 +267,22 @@ class ExternalProcessorService(PipelineShell, ep_grpc.ExternalProcessorServicer)
         if len(chunk) > room:
             side.body_truncated = True
 
-    def _finish(self, state: _Stream) -> None:
-        """Hand the exchange to the snapshot sink if it wants this one (never blocks)."""
+    def _snapshot_sink(self, state: _Stream) -> ExchangeSink | None:
+        """The snapshot sink if it wants this exchange (its status known), else None."""
         sink = self._sink()
         ctx = state.ctx
         if sink is None or ctx is None or not state.status:
-            return
+            return None
         route = ctx.route
         if not sink.wants(state.status, ctx.principal.tenant or state.record.tenant, bool(route and route.snapshots)):
+            return None
+        return sink
+
+    def _finish(self, state: _Stream) -> None:
+        """Hand the exchange to the snapshot sink if it wants this one (never blocks)."""
+        sink = self._snapshot_sink(state)
+        ctx = state.ctx
+        if sink is None or ctx is None:
             return
         sink.offer(response_exchange(ctx, state.record, status=state.status, started=state.started,
                                      request=state.request, response=state.response, upstream_ns=state.upstream_ns))

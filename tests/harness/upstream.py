@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,6 +48,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
+        if "dribble=1" in self.path.partition("?")[2].split("&"):
+            # The body in 4 KiB writes with pauses: Envoy reads it in parts, as from a slow gateway.
+            for i in range(0, len(payload), 4096):
+                self.wfile.write(payload[i:i + 4096])
+                self.wfile.flush()
+                time.sleep(0.002)
+            return
         self.wfile.write(payload)
 
     def _chunked(self) -> bytes:

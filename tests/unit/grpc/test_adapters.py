@@ -199,6 +199,45 @@ async def test_ext_proc_answers_every_message_once_and_captures_errors() -> None
     assert ex.response.body == b"upstream" and ex.response.body_truncated
 
 
+@pytest.mark.parametrize(("path", "status", "with_sink", "body_wanted"), [
+    ("/public/a", "503", True, True),  # a snapshot route, a status the sink wants: the body comes
+    ("/public/a", "200", True, False),  # a status the sink does not want
+    ("/public/a", "404", True, False),
+    ("/public/a", "503", False, False),  # no snapshot sink at all
+    ("/private/a", "503", True, False),  # a route that did not opt in to snapshots
+    ("/nowhere", "503", True, False),  # no route
+])
+async def test_ext_proc_asks_for_a_response_body_only_when_it_snapshots_it(
+        path: str, status: str, with_sink: bool, body_wanted: bool) -> None:
+    """Any other response body streams past ext_proc: Link answers its headers with body mode NONE, so
+    Envoy neither buffers it (a body over the stream's buffer limit could stall the client in Envoy's
+    partial buffering) nor sends it for nothing. A wanted body streams in chunks, never buffered whole."""
+    from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+
+    sink = _Sink()
+    svc = ExternalProcessorService(_pipeline(), (lambda: sink) if with_sink else (lambda: None))
+    first = _authz_meta()
+    first.request_headers.CopyFrom(_hdrs({":method": "GET", ":path": path}, eos=True))
+    out = await _run(svc, [first, ep.ProcessingRequest(response_headers=_hdrs({":status": status}))])
+    answer = out[1]
+    assert answer.WhichOneof("response") == "response_headers"
+    if body_wanted:
+        assert not answer.HasField("mode_override")
+    else:
+        assert answer.HasField("mode_override")
+        mode = answer.mode_override
+        assert mode.response_body_mode == pm.ProcessingMode.NONE
+        assert mode.response_trailer_mode == pm.ProcessingMode.SKIP
+
+
+async def test_a_response_without_a_body_needs_no_mode_override() -> None:
+    svc = ExternalProcessorService(_pipeline(), lambda: _Sink())
+    first = _authz_meta()
+    first.request_headers.CopyFrom(_hdrs({":method": "GET", ":path": "/public/a"}, eos=True))
+    out = await _run(svc, [first, ep.ProcessingRequest(response_headers=_hdrs({":status": "204"}, eos=True))])
+    assert not out[1].HasField("mode_override")
+
+
 async def test_ext_proc_decides_when_ext_authz_did_not() -> None:
     svc = ExternalProcessorService(_pipeline(), lambda: None)
     refused = await _run(svc, [ep.ProcessingRequest(request_headers=_hdrs({":method": "GET", ":path": "/private"}))])
