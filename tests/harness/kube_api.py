@@ -100,6 +100,7 @@ class _Fault:
     verb: str
     code: int
     times: int
+    plural: str | None = None  # only requests for this kind (None: any kind)
 
 
 @dataclass
@@ -286,13 +287,13 @@ class FakeKubeApi:
             self._cond.notify_all()
             return self._state.rv
 
-    def fail_next(self, verb: str, code: int = 500, times: int = 1) -> None:
-        """Answer the next ``times`` requests of ``verb`` with ``code``.
+    def fail_next(self, verb: str, code: int = 500, times: int = 1, plural: str | None = None) -> None:
+        """Answer the next ``times`` requests of ``verb`` (for the kind ``plural``, or any) with ``code``.
 
         Verbs: list, continue (a list request carrying a continue token), watch, patch, put, get, create (events).
         """
         with self._cond:
-            self._faults.append(_Fault(verb, code, times))
+            self._faults.append(_Fault(verb, code, times, plural))
 
     def clear_faults(self) -> None:
         with self._cond:
@@ -311,10 +312,10 @@ class FakeKubeApi:
             st.history.append(_Event(st.rv, key[0], key[1], event, copy.deepcopy(obj)))
         self._cond.notify_all()
 
-    def _take_fault(self, verb: str) -> int | None:
+    def _take_fault(self, verb: str, plural: str | None = None) -> int | None:
         with self._cond:
             for f in self._faults:
-                if f.verb == verb and f.times > 0:
+                if f.verb == verb and f.times > 0 and f.plural in (None, plural):
                     f.times -= 1
                     return f.code
         return None
@@ -322,6 +323,7 @@ class FakeKubeApi:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers, body and each watch event go out as written, as from an apiserver
     fake: FakeKubeApi
     timeout = 30  # idle keep-alive connections end on their own
 
@@ -387,8 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return plural, namespace, name, sub == "status", query
 
-    def _fault(self, verb: str) -> bool:
-        code = self.fake._take_fault(verb)
+    def _fault(self, verb: str, plural: str | None = None) -> bool:
+        code = self.fake._take_fault(verb, plural)
         if code is None:
             return False
         self._error(code, "InternalError" if code >= 500 else "Injected", f"injected {verb} failure")
@@ -431,7 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         plural, namespace, name, _status_sub, query = route
         if name is not None:
-            if self._fault("get"):
+            if self._fault("get", plural):
                 return
             with self.fake._cond:
                 obj = self.fake._state.objects.get((plural, namespace or "", name))
@@ -442,12 +444,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, obj)
             return
         if query.get("watch") in ("1", "true"):
-            if not self._fault("watch"):
+            if not self._fault("watch", plural):
                 self._watch(plural, namespace, query)
             return
-        if query.get("continue") and self._fault("continue"):
+        if query.get("continue") and self._fault("continue", plural):
             return
-        if not self._fault("list"):
+        if not self._fault("list", plural):
             self._list(plural, namespace, query)
 
     def _list(self, plural: str, namespace: str | None, query: dict[str, str]) -> None:
@@ -596,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._error(400, "BadRequest", "body is not JSON")
             return
-        if self._fault("patch"):
+        if self._fault("patch", plural):
             return
         if ctype != "application/merge-patch+json":
             self._error(415, "UnsupportedMediaType", f"unsupported patch type {ctype!r}")
@@ -617,7 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._error(400, "BadRequest", "body is not JSON")
             return
-        if self._fault("put"):
+        if self._fault("put", plural):
             return
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         want_rv = (body or {}).get("metadata", {}).get("resourceVersion")

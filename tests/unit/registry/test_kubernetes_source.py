@@ -10,6 +10,7 @@ from kubernetes import client as k8s_client
 
 from link.registry import build_source
 from link.registry.kubernetes import KubernetesConfigError, KubernetesSource
+from link.registry.kubernetes.api import PLURALS
 from link.registry.kubernetes.source import WATCHED_KINDS
 from link.registry.model import Tool
 from link.registry.registry import ToolRegistry, ToolSetStatus
@@ -286,7 +287,10 @@ async def test_gone_when_resuming_lists_again(kube: FakeKubeApi, make_source: Fa
     await eventually(lambda: kube.open_watches() == len(WATCHED_KINDS))
     lists_before = len(kube.list_requests())
     kube.apply(tool("b"), silent=True)
-    kube.fail_next("watch", 410, times=len(WATCHED_KINDS))  # every resumed watch is refused with 410 Gone
+    # Every kind's resumed watch is refused with 410 Gone, once. One fault per kind: a kind that lists
+    # again at once (410 needs no backoff) must not take another kind's while that one backs off.
+    for kind in WATCHED_KINDS:
+        kube.fail_next("watch", 410, plural=PLURALS[kind])
     kube.drop_watches()
     await eventually(lambda: names(registry) == ["a", "b"], what="re-list after 410")
     await eventually(lambda: len(kube.list_requests()) == lists_before + len(WATCHED_KINDS), what="every kind listed again")
